@@ -1,0 +1,53 @@
+"""Shared defaults for every gen_jax experiment.
+
+Experiment configs call `get_config()` from here and override what differs, so every run has the same set of
+keys (a misspelt `--config.x=y` fails because the returned config is locked).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # --- data -----------------------------------------------------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'digits'  # 'digits' (scikit-learn, embedded) | 'idx' (local MNIST-format files) | 'tfds'
+  config.data.name = 'digits'  # TFDS name (mnist, fashion_mnist, cifar10, ...); for 'idx' picks the class names
+  config.data.split = 'train'
+  config.data.image_size = 16  # digits only: 8x8 originals are resized to this size
+  config.data.idx_dir = '/usr/share/datasets/fashion-mnist'  # 'idx' only: directory of *-idx?-ubyte[.gz] files
+  config.data.tfds_data_dir = ''  # '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+  config.data.download = True  # 'tfds' only: download + prepare when not prepared yet (needs network)
+  config.data.random_flip = False  # random horizontal flips (CIFAR-10 in DDPM)
+  config.data.num_threads = 4  # grain read threads per process
+
+  # --- model (family-specific keys live in the experiment configs) -----------------------------------------
+  config.model = ml_collections.ConfigDict()
+  config.model.family = 'vae'
+
+  # --- optimisation ---------------------------------------------------------------------------------------
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = 'adam'  # 'adam' | 'adamw'
+  config.optim.learning_rate = 1e-3
+  config.optim.schedule = 'constant'  # 'constant' | 'cosine' (both after linear warm-up)
+  config.optim.warmup_steps = 0
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-8
+  config.optim.weight_decay = 0.0  # adamw only
+  config.optim.grad_clip_norm = 0.0  # 0 disables global-norm clipping
+
+  # --- training loop --------------------------------------------------------------------------------------
+  config.global_batch_size = 128  # across all devices of all processes; must divide by the device count
+  config.total_steps = 1000
+  config.steps_per_call = 1  # K steps per compiled call (lax.scan); K>1 is slow on XLA:CPU (see README)
+  config.log_every = 50
+  config.checkpoint_every = 500
+  config.max_checkpoints_to_keep = 3
+  config.sample_every = 500
+  config.num_samples = 64  # images in the sample grid
+  config.compilation_cache_dir = ''  # '' = no persistent XLA cache; 'workdir' = <workdir>/xla_cache
+
+  return config

@@ -1,0 +1,79 @@
+"""VAE family: maximises the ELBO = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)) (KL in closed form)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gen_jax import distributions, parallel
+from gen_jax.errors import UserError
+from gen_jax.families import register
+from gen_jax.families.base import Family, Metrics, TrainState
+from gen_jax.models import vae as vae_model
+from gen_jax.optim import make_optimizer
+
+
+@register('vae')
+class VAEFamily(Family):
+  """Config keys: model.channels, model.latent_dim, model.likelihood, model.kl_weight."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    if config.model.likelihood not in vae_model.LIKELIHOOD_PARAMS:
+      raise UserError(f'Unknown model.likelihood {config.model.likelihood!r}; use one of '
+                      f'{sorted(vae_model.LIKELIHOOD_PARAMS)}.')
+    self.optimizer = make_optimizer(config.optim, config.total_steps)
+    self.model = None  # built in init(), when the image shape is known
+
+  def _build(self, image_shape):
+    m = self.config.model
+    self.model = vae_model.VAE(image_shape=tuple(image_shape), channels=tuple(m.channels),
+                               latent_dim=m.latent_dim, likelihood=m.likelihood)
+    return self.model
+
+  def init(self, rng, image_shape):
+    model = self._build(image_shape)
+    params_key, noise_key, run_key = jax.random.split(rng, 3)
+    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+    params = model.init(params_key, dummy, noise_key)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), rng=run_key, params=params,
+                      opt_state=self.optimizer.init(params))
+
+  def losses(self, params, images, keys):
+    """Per-example terms [b] in nats: -ELBO, -log p(x|z) and KL; `keys` [b] gives each example its noise."""
+    model, likelihood = self.model, self.config.model.likelihood
+
+    def one(image, key):
+      out, mean, log_var = model.apply({'params': params}, image[None], key)
+      recon = -vae_model.log_likelihood(likelihood, out, image[None])[0]
+      kl = jnp.sum(distributions.gaussian_kl_to_standard_normal(mean[0], log_var[0]))
+      return recon, kl
+
+    recon, kl = jax.vmap(one)(images, keys)
+    return recon + kl, recon, kl
+
+  def train_step(self, state: TrainState, batch) -> tuple[TrainState, Metrics]:
+    images = batch['image']
+    keys = parallel.example_keys(jax.random.fold_in(state.rng, state.step), images.shape[0])
+    kl_weight = self.config.model.kl_weight
+
+    def loss_fn(params):
+      nelbo, recon, kl = self.losses(params, images, keys)
+      loss = jnp.mean(recon + kl_weight * kl)
+      return loss, {'nelbo': jnp.mean(nelbo), 'recon': jnp.mean(recon), 'kl': jnp.mean(kl)}
+
+    (loss, aux), grads = parallel.value_and_global_mean_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    num_dims = math.prod(images.shape[1:])
+    metrics = {'loss': loss, **aux, 'bits_per_dim': distributions.bits_per_dim(aux['nelbo'], num_dims),
+               'grad_norm': optax.global_norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def sample(self, state: TrainState, rng, num_samples: int):
+    z = jax.random.normal(rng, (num_samples, self.config.model.latent_dim))
+    out = self.model.apply({'params': state.params}, z, method=vae_model.VAE.decode)
+    return vae_model.mean_image(self.config.model.likelihood, out)

@@ -1,0 +1,36 @@
+"""Sample grids: [-1, 1] float batches -> one uint8 image -> PNG files people can look at."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import einops
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """[-1, 1] floats -> uint8 0..255 (rounded, clipped)."""
+  return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
+  """[n h w c] in [-1, 1] -> uint8 [(rows h') (columns w') c] with `padding` black pixels between tiles."""
+  images = to_uint8(images)
+  n = images.shape[0]
+  columns = columns or math.ceil(math.sqrt(n))
+  rows = math.ceil(n / columns)
+  blank = np.zeros((rows * columns - n, *images.shape[1:]), np.uint8)
+  tiles = np.concatenate([images, blank])
+  tiles = np.pad(tiles, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  return einops.rearrange(tiles, '(r k) h w c -> (r h) (k w) c', r=rows, k=columns)
+
+
+def save_png(path: str, grid: np.ndarray) -> None:
+  """Writes a uint8 [h w c] grid (c = 1 or 3) atomically, so a viewer never sees half a file."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+  tmp = path + '.tmp'
+  image.save(tmp, format='PNG')
+  os.replace(tmp, path)

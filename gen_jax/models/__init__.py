@@ -1,0 +1,1 @@
+"""Flax Linen networks; pure functions through `model.apply(params, ...)`."""

@@ -1,0 +1,108 @@
+"""Data parallelism: one `data` mesh axis over every device of every process, steps under `jax.shard_map`.
+
+Inside a step (per-device code), the batch is this device's slice and params are replicated. With shard_map's
+default `check_vma=True` the gradient of a replicated param is *already summed* over the `data` axis (the
+transpose of the implicit `pvary` is a `psum`), so `pmean(grads)` would give N-times gradients.
+`value_and_global_mean_grad` divides that sum by N instead; tests check N devices == 1 device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gen_jax.errors import UserError
+
+DATA = 'data'
+
+
+def maybe_initialize_distributed(coordinator_address: str = '', num_processes: int = 0, process_id: int = -1):
+  """Starts `jax.distributed` for multi-process runs: from explicit flags, or from the environment.
+
+  Cluster launchers (Cloud TPU pods, SLURM, Open MPI) are auto-detected by `jax.distributed.initialize()` when
+  GEN_JAX_DISTRIBUTED=1; single-process runs call nothing.
+  """
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  elif os.environ.get('GEN_JAX_DISTRIBUTED') == '1':
+    jax.distributed.initialize()
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over `devices` (default: all), process-major so global batch rows follow process order."""
+  devices = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))
+  return Mesh(np.array(devices), (DATA,))
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
+  n = mesh.devices.size
+  if global_batch_size % n:
+    raise UserError(f'global_batch_size={global_batch_size} is not divisible by the {n} devices of this run '
+                    f'({jax.process_count()} process(es) x {jax.local_device_count()} local devices). Set '
+                    f'--config.global_batch_size to a multiple of {n}.')
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def to_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Per-process numeric arrays [K b ...] -> global arrays [K B ...] sharded over `data` on axis 1.
+
+  Strings (class names) stay on the host: devices only see numbers.
+  """
+  sharding = NamedSharding(mesh, P(None, DATA))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()
+          if np.asarray(v).dtype.kind in 'biuf'}
+
+
+def make_sharded_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
+  """jit(shard_map(scan(step_fn))): K steps in one compiled call, state replicated and donated.
+
+  `step_fn(state, batch) -> (state, metrics)` is per-device code; `batch` arrays are [b_device ...] and
+  metrics must be device-invariant scalars (see `mean_over_devices`). Returns metrics stacked as [K].
+  """
+
+  def per_device(state, batches):
+    if batches['image'].shape[0] == 1:
+      # No loop for K=1: XLA:CPU (jaxlib 0.10.2) runs conv *gradients* inside a while loop ~60x slower
+      # (measured: 3x3 conv fwd+bwd 29 ms plain vs 1.8 s in a length-1 scan), so only scan when K > 1.
+      state, metrics = step_fn(state, jax.tree.map(lambda x: x[0], batches))
+      return state, jax.tree.map(lambda m: m[None], metrics)
+    return jax.lax.scan(step_fn, state, batches)
+
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=(P(), P()))
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def value_and_global_mean_grad(loss_fn: Callable, has_aux: bool = False) -> Callable:
+  """Like `jax.value_and_grad` for per-device code whose `loss_fn` is a mean over the local batch.
+
+  Returns the loss (and aux) averaged over devices and the gradient of the *global-batch* mean loss.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
+
+  def wrapped(params, *args, **kwargs):
+    value, grads = grad_fn(params, *args, **kwargs)
+    n = jax.lax.axis_size(DATA)
+    grads = jax.tree.map(lambda g: g / n, grads)  # already psum-ed over `data` by shard_map's autodiff
+    return mean_over_devices(value), grads
+
+  return wrapped
+
+
+def mean_over_devices(tree: Any) -> Any:
+  return jax.tree.map(lambda x: jax.lax.pmean(x, DATA), tree)
+
+
+def example_keys(key: jax.Array, local_batch: int) -> jax.Array:
+  """One PRNG key per example, from its *global* batch position, so noise does not depend on device count."""
+  start = jax.lax.axis_index(DATA) * local_batch
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(local_batch))

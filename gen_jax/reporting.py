@@ -1,0 +1,87 @@
+"""Metric bookkeeping for the loop: per-step history, finiteness checks, averaging, the stdout progress line."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from clu import metrics as clu_metrics
+
+from gen_jax.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+  """The loss or another metric became NaN/Inf; the run stops without checkpointing the broken params."""
+
+
+def host_value(x) -> np.ndarray:
+  """A replicated (possibly multi-host) array -> numpy, from this process's first local copy."""
+  if hasattr(x, 'addressable_data'):
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(x)
+
+
+class MetricsLog:
+  """Collects per-call metrics (device arrays [K]) without blocking, and flushes them at log/save points."""
+
+  def __init__(self):
+    self._pending: list[tuple[int, dict]] = []  # (step before the call, metrics [K])
+    self.history: dict[int, dict[str, float]] = {}  # step -> host metrics, for tests and summaries
+    self._collection = None
+
+  def add(self, first_step: int, metrics: dict) -> None:
+    self._pending.append((first_step, metrics))
+
+  def flush(self, last_good_checkpoint: int | None) -> None:
+    """Moves pending metrics to the host; raises NonFiniteLossError naming the first bad step."""
+    for first_step, metrics in self._pending:
+      values = {k: host_value(v) for k, v in metrics.items()}
+      steps = len(next(iter(values.values())))
+      for i in range(steps):
+        step = first_step + i + 1
+        row = {k: float(v[i]) for k, v in values.items()}
+        bad = {k: v for k, v in row.items() if not math.isfinite(v)}
+        if bad:
+          self._pending = []
+          where = (f'the last good checkpoint is step {last_good_checkpoint}' if last_good_checkpoint is not None
+                   else 'no checkpoint had been written yet')
+          raise NonFiniteLossError(
+              f'Non-finite metrics at step {step}: {bad}. Training stopped; these params were not checkpointed '
+              f'({where}). Try a lower --config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.')
+        self.history[step] = row
+      collection = _average_collection(values)
+      self._collection = collection if self._collection is None else self._collection.merge(collection)
+    self._pending = []
+
+  def averages(self) -> dict[str, float]:
+    """Mean of every metric since the last call; resets the average."""
+    if self._collection is None:
+      return {}
+    result = {k: float(v) for k, v in self._collection.compute().items()}
+    self._collection = None
+    return result
+
+
+def _average_collection(values: dict[str, np.ndarray]):
+  cls = clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in values})
+  return cls.single_from_model_output(**values)
+
+
+class ProgressLine:
+  """One line per log interval on stdout: step, metrics, throughput, ETA."""
+
+  def __init__(self, total_steps: int, global_batch_size: int, start_step: int):
+    self.total_steps, self.batch = total_steps, global_batch_size
+    self._last_step, self._last_time = start_step, time.perf_counter()
+
+  def format(self, step: int, metrics: dict[str, float]) -> str:
+    now = time.perf_counter()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    eta = (self.total_steps - step) / rate if rate > 0 else float('inf')
+    shown = '  '.join(f'{k} {v:.4g}' for k, v in metrics.items())
+    eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
+    width = len(str(self.total_steps))
+    return (f'step {step:>{width}}/{self.total_steps}  {shown}  | {rate:.2f} steps/s, '
+            f'{rate * self.batch:.0f} img/s, ETA {eta_text}')

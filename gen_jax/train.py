@@ -1,0 +1,159 @@
+"""The one training loop for every model family.
+
+It knows only the Family interface (init / train_step / sample) and TrainState.step/params; everything else
+(data, devices, checkpoints, metrics, sample grids, preemption) is generic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Callable, Sequence
+
+import jax
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+
+from gen_jax import images, parallel
+from gen_jax.checkpoint import Checkpointer, abstract_like
+from gen_jax.data import make_source, make_train_iterator
+from gen_jax.errors import UserError
+from gen_jax.families import TrainState, get_family
+from gen_jax.preemption import PreemptionGuard
+from gen_jax.reporting import MetricsLog, ProgressLine, host_value
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  history: dict[int, dict[str, float]]  # step -> metrics of every step run in this invocation
+  preempted: bool
+
+
+def validate_config(config) -> None:
+  """Checks that would otherwise fail late (after compiling, or after writing into the workdir)."""
+  k = config.steps_per_call
+  if k < 1:
+    raise UserError(f'steps_per_call={k} must be >= 1.')
+  for name in ('total_steps', 'log_every', 'checkpoint_every', 'sample_every'):
+    value = config[name]
+    if value < 1 or value % k:
+      raise UserError(f'{name}={value} must be a positive multiple of steps_per_call={k}.')
+
+
+def setup_compilation_cache(config, workdir: str) -> None:
+  cache_dir = config.compilation_cache_dir
+  if cache_dir:
+    path = os.path.join(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir
+    jax.config.update('jax_compilation_cache_dir', path)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+class Trainer:
+  """Built from config; everything that can fail on user input is checked in __init__, before any write."""
+
+  def __init__(self, config, workdir: str, devices=None):
+    validate_config(config)
+    self.config, self.workdir = config, workdir
+    self.mesh = parallel.make_mesh(devices)
+    parallel.check_batch_divisible(config.global_batch_size, self.mesh)
+    self.source = make_source(config.data)
+    self.family = get_family(config)
+    self.data = make_train_iterator(self.source, config, jax.process_index(), jax.process_count())
+    self.replicated = parallel.replicated(self.mesh)
+    self._init = jax.jit(functools.partial(self.family.init, image_shape=tuple(self.source.image_shape)),
+                         out_shardings=self.replicated)
+    self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh)
+    self._sample = jax.jit(self.family.sample, static_argnums=2, out_shardings=self.replicated)
+
+  def initial_state(self, checkpointer: Checkpointer) -> TrainState:
+    rng = jax.random.PRNGKey(self.config.seed)
+    latest = checkpointer.latest_step()
+    if latest is None:
+      return self._init(rng)
+    abstract = abstract_like(jax.eval_shape(self._init, rng), self.replicated)
+    state, data_state = checkpointer.restore(abstract, latest)
+    self.data.set_state(data_state)
+    if jax.process_index() == 0:
+      print(f'Resuming from {checkpointer.directory} at step {latest}.', flush=True)
+    return state
+
+  def write_samples(self, writer, state: TrainState, step: int) -> None:
+    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5A3)  # same z every time: comparable grids
+    samples = host_value(self._sample(state, key, self.config.num_samples))
+    if jax.process_index() == 0:
+      grid = images.make_grid(samples)
+      images.save_png(os.path.join(self.workdir, 'samples', f'step_{step:06d}.png'), grid)
+      writer.write_images(step, {'samples': grid[None]})
+
+  def run(self, hooks: Sequence[Callable[[int], None]] = ()) -> TrainResult:
+    config, workdir = self.config, self.workdir
+    setup_compilation_cache(config, workdir)
+    checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    try:
+      return self._loop(checkpointer, writer, hooks)
+    finally:
+      checkpointer.close()
+      writer.close()
+
+  def _loop(self, checkpointer, writer, hooks) -> TrainResult:
+    config = self.config
+    state = self.initial_state(checkpointer)
+    step = int(host_value(state.step))
+    if step == 0:
+      writer.write_hparams(config.to_dict() if hasattr(config, 'to_dict') else {})
+    if jax.process_index() == 0:
+      print(parameter_overview.get_parameter_overview(state.params), flush=True)
+    log = MetricsLog()
+    progress = ProgressLine(config.total_steps, config.global_batch_size, step)
+    report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
+    last_saved = checkpointer.latest_step()
+    preempted = False
+
+    def save(step):
+      nonlocal last_saved
+      log.flush(last_saved)  # raises on NaN/Inf: broken params are never saved
+      checkpointer.save(step, state, self.data.get_state())
+      last_saved = step
+
+    with PreemptionGuard() as guard:
+      while step < config.total_steps:
+        batch = parallel.to_global_batch(next(self.data), self.mesh)
+        state, metrics = self._step(state, batch)
+        log.add(step, metrics)
+        step += config.steps_per_call
+        report(step, time.time())
+        for hook in hooks:
+          hook(step)
+        if step % config.log_every == 0 or step == config.total_steps:
+          log.flush(last_saved)
+          averages = log.averages()
+          writer.write_scalars(step, averages)
+          if jax.process_index() == 0:
+            print(progress.format(step, averages), flush=True)
+        if step % config.sample_every == 0 or step == config.total_steps:
+          self.write_samples(writer, state, step)
+        if step % config.checkpoint_every == 0 or step == config.total_steps:
+          save(step)
+        if guard.should_stop():
+          if last_saved != step:
+            save(step)
+          preempted = True
+          logging.warning('SIGTERM: checkpoint written at step %d; run the same command again to resume.', step)
+          print(f'Preempted (SIGTERM): checkpoint saved at step {step}; rerun the same command to resume.',
+                flush=True)
+          break
+    log.flush(last_saved)
+    checkpointer.wait()
+    return TrainResult(state=state, history=log.history, preempted=preempted)
+
+
+def train(config, workdir: str, hooks: Sequence[Callable[[int], None]] = (), devices=None) -> TrainResult:
+  """Trains `config.model.family` until `config.total_steps`, resuming from `workdir` when it has checkpoints.
+
+  `devices` (default: all) is for tests that compare a 1-device run with an N-device run in one process.
+  """
+  return Trainer(config, workdir, devices).run(hooks)

@@ -1,0 +1,41 @@
+"""gen_jax entry point: `python main.py --config configs/vae_digits.py --workdir runs/vae_digits`."""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow is only here for TensorBoard writing
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and samples.')
+flags.DEFINE_enum('mode', 'train', ['train'], 'What to do: train (eval and sample come with later families).')
+flags.DEFINE_string('coordinator_address', '', 'Multi-process runs: host:port of process 0.')
+flags.DEFINE_integer('num_processes', 0, 'Multi-process runs: number of processes.')
+flags.DEFINE_integer('process_id', -1, 'Multi-process runs: this process index.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+MODES = {'train': 'gen_jax.train:train'}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # progress lines go to stdout; -v 0 shows library INFO logs
+  from gen_jax import parallel, tf_setup
+  from gen_jax.errors import UserError
+  tf_setup.hide_gpus_from_tensorflow()
+  parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  module_name, function_name = MODES[FLAGS.mode].split(':')
+  run = getattr(__import__(module_name, fromlist=[function_name]), function_name)
+  try:
+    run(FLAGS.config, FLAGS.workdir)
+  except UserError as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)
