@@ -37,5 +37,17 @@ def main(argv):
     sys.exit(f'error: {e}')
 
 
+def parse_flags(argv):
+  """absl's parser, but a bad `--config.x=y` (misspelt key, wrong type) is one clear line, not a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --helpfull to see the flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by ml_collections for --config.*
+    message = str(e).replace('\\n', ' ').replace('\n', ' ').replace('\\', '').replace("'", '').strip('"')
+    sys.exit(f'error: bad --config override: {message} (the config is locked: keys must exist in the config '
+             f'file or configs/default.py).')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

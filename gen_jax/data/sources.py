@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import os
 import socket
+import zlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -85,19 +86,27 @@ def _split_slice(split: str, n_train: int, n_total: int, name: str) -> slice:
 def read_idx(path: str) -> np.ndarray:
   """Reads one IDX file (optionally gzipped) into a numpy array, as specified on Yann LeCun's MNIST page."""
   opener = gzip.open if path.endswith('.gz') else open
-  with opener(path, 'rb') as f:
-    data = f.read()
+  try:
+    with opener(path, 'rb') as f:
+      data = f.read()
+  except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # e.g. an interrupted download
+    raise UserError(f'{path} is not a valid gzip file ({e}); download it again.') from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0:
     raise UserError(f'{path} is not an IDX file (bad magic number).')
   dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
   if data[2] not in dtypes:
     raise UserError(f'{path}: unsupported IDX element type 0x{data[2]:02x}.')
-  ndim = data[3]
+  dtype, ndim = np.dtype(dtypes[data[2]]), data[3]
+  header = 4 + 4 * ndim
+  if len(data) < header:
+    raise UserError(f'{path} is truncated: {len(data)} bytes, shorter than its {header}-byte header.')
   shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
-  array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
-  if array.size != int(np.prod(shape)):
-    raise UserError(f'{path} is truncated: header says {shape}, found {array.size} values.')
-  return array.reshape(shape)
+  expected = int(np.prod(shape)) * dtype.itemsize
+  if len(data) - header != expected:
+    problem = 'truncated' if len(data) - header < expected else 'longer than its header says'
+    raise UserError(f'{path} is {problem}: header says {shape} ({expected} data bytes), found '
+                    f'{len(data) - header} data bytes.')
+  return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
 def _find_idx(directory: str, prefix: str, kind: str) -> str:

@@ -70,7 +70,7 @@ class VAEFamily(Family):
     params = optax.apply_updates(state.params, updates)
     num_dims = math.prod(images.shape[1:])
     metrics = {'loss': loss, **aux, 'bits_per_dim': distributions.bits_per_dim(aux['nelbo'], num_dims),
-               'grad_norm': optax.global_norm(grads)}
+               'grad_norm': optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def sample(self, state: TrainState, rng, num_samples: int):

@@ -1,0 +1,33 @@
+"""Small configs shared by the loop tests: real digits data, a tiny VAE, a handful of steps."""
+
+import jax
+import numpy as np
+
+from configs import vae_digits
+
+
+def tiny_vae_config(**overrides):
+  config = vae_digits.get_config()
+  config.data.image_size = 8
+  config.data.num_threads = 1
+  config.model.channels = (8, 16)
+  config.model.latent_dim = 4
+  config.optim.warmup_steps = 2
+  config.global_batch_size = 16
+  config.total_steps = 8
+  config.log_every = 2
+  config.checkpoint_every = 4
+  config.sample_every = 8
+  config.num_samples = 4
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def host_tree(tree):
+  """Replicated jax arrays -> numpy (first local copy), for comparisons."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if hasattr(x, 'addressable_data') else x, tree)
