@@ -1,0 +1,81 @@
+"""Training throughput of any config: compile time, steps/s and images/s of the compiled train step.
+
+  python benchmarks/train_throughput.py --config configs/vae_digits.py [--config.global_batch_size=256]
+      [--steps 50] [--image_shape 32,32,3]
+
+Uses synthetic images in [-1, 1] (speed only, no data loading) of the config's dataset shape, or of
+--image_shape for datasets not prepared on this machine. Prints readable lines, then one JSON line.
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from gen_jax import parallel  # noqa: E402
+from gen_jax.families import get_family  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+flags.DEFINE_integer('steps', 30, 'Timed steps (after one warm-up call).')
+flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\'s dataset.')
+flags.mark_flags_as_required(['config'])
+
+
+def image_shape(config):
+  if FLAGS.image_shape:
+    return tuple(int(v) for v in FLAGS.image_shape.split(','))
+  from gen_jax.data import make_source
+  return tuple(make_source(config.data).image_shape)
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divisible(config.global_batch_size, mesh)
+  shape, k, batch = image_shape(config), config.steps_per_call, config.global_batch_size
+  family = get_family(config)
+  state = jax.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  local = batch // jax.process_count()
+  host_batch = {'image': rng.uniform(-1, 1, (k, local, *shape)).astype(np.float32),
+                'label': rng.integers(0, 10, (k, local)).astype(np.int32)}
+  device_batch = parallel.to_global_batch(host_batch, mesh)
+  step = parallel.make_sharded_train_step(family.train_step, mesh)
+
+  t0 = time.perf_counter()
+  compiled = step.lower(state, device_batch).compile()
+  compile_s = time.perf_counter() - t0
+  flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
+  state, metrics = compiled(state, device_batch)
+  jax.block_until_ready(metrics)
+  calls = max(1, FLAGS.steps // k)
+  t0 = time.perf_counter()
+  for _ in range(calls):
+    state, metrics = compiled(state, device_batch)
+  jax.block_until_ready(metrics)
+  elapsed = time.perf_counter() - t0
+  steps_per_s = calls * k / elapsed
+  result = {'config': config.model.family, 'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
+            'global_batch_size': batch, 'image_shape': shape, 'steps_per_call': k,
+            'compile_s': round(compile_s, 3), 'step_ms': round(1000 / steps_per_s, 3),
+            'steps_per_s': round(steps_per_s, 3), 'images_per_s': round(steps_per_s * batch, 1),
+            'gflop_per_step': round(flops / k / 1e9, 3),
+            'achieved_gflops': round(flops / k / 1e9 * steps_per_s, 2)}
+  print(f"{result['platform']} x{result['devices']}  batch {batch}  {shape}: compile {compile_s:.2f} s, "
+        f"{result['step_ms']:.1f} ms/step, {steps_per_s:.2f} steps/s, {result['images_per_s']:.0f} img/s, "
+        f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis)")
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)
