@@ -11,13 +11,14 @@ from ml_collections import config_flags  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and samples.')
-flags.DEFINE_enum('mode', 'train', ['train'], 'What to do: train (eval and sample come with later families).')
+flags.DEFINE_enum('mode', 'train', ['train', 'sample'],
+                  'train: train (resuming from --workdir); sample: images from its latest checkpoint.')
 flags.DEFINE_string('coordinator_address', '', 'Multi-process runs: host:port of process 0.')
 flags.DEFINE_integer('num_processes', 0, 'Multi-process runs: number of processes.')
 flags.DEFINE_integer('process_id', -1, 'Multi-process runs: this process index.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-MODES = {'train': 'gen_jax.train:train'}
+MODES = {'train': 'gen_jax.train:train', 'sample': 'gen_jax.sample:sample'}  # 'eval' comes with FID/IS
 
 
 def main(argv):

@@ -48,6 +48,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 3
   config.sample_every = 500
   config.num_samples = 64  # images in the sample grid
+  # --- --mode sample (from the latest checkpoint) -------------------------------------------------------------
+  config.sample = ml_collections.ConfigDict()
+  config.sample.num_samples = 64
+  config.sample.batch_size = 64  # per call, split over all devices
+  config.sample.seed = 0
+
   config.compilation_cache_dir = ''  # '' = no persistent XLA cache; 'workdir' = <workdir>/xla_cache
 
   return config
