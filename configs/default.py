@@ -57,3 +57,28 @@ def get_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = ''  # '' = no persistent XLA cache; 'workdir' = <workdir>/xla_cache
 
   return config
+
+
+# Blocks shared by the diffusion configs (attached by the configs that use them, so other families' configs stay
+# free of keys they ignore).
+def diffusion_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'schedule': 'linear',  # 'linear' (Ho et al.: 1e-4 .. 0.02) | 'cosine' (Nichol & Dhariwal)
+      'num_timesteps': 1000,
+      'prediction': 'eps',  # what the network predicts: 'eps' (paper) | 'x0' | 'v'
+  })
+
+
+def ema_config(decay: float = 0.9999) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({'decay': decay})
+
+
+def sampler_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'name': 'ddim',  # 'ddim' | 'ddpm' (ancestral, all T steps)
+      'steps': 50,  # DDIM: respaced steps S
+      'eta': 0.0,  # DDIM: 0 deterministic, 1 ~ ancestral
+      'variance': 'fixed_large',  # DDPM: 'fixed_large' (beta_t) | 'fixed_small' (posterior variance)
+      'clip_x0': True,
+      'use_ema': True,
+  })

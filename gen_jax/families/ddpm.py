@@ -1,0 +1,88 @@
+"""DDPM family (Ho et al. 2020): UNet noise predictor, L_simple training, EMA params, DDPM/DDIM sampling."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gen_jax import parallel
+from gen_jax.diffusion import GaussianDiffusion
+from gen_jax.diffusion.samplers import ddim_sample, ddpm_sample
+from gen_jax.errors import UserError
+from gen_jax.families import register
+from gen_jax.families.base import Family, Metrics, TrainState
+from gen_jax.models.unet import UNet
+from gen_jax.optim import make_optimizer
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@register('ddpm')
+class DDPMFamily(Family):
+  """Config: model.{ch, ch_mult, num_res_blocks, attn_resolutions, dropout, num_groups, dtype},
+  diffusion.{schedule, num_timesteps, prediction}, ema.decay, sampler.{name, steps, eta, variance, clip_x0,
+  use_ema}."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    m, d, s = config.model, config.diffusion, config.sampler
+    if m.dtype not in DTYPES:
+      raise UserError(f'Unknown model.dtype {m.dtype!r}; use one of {sorted(DTYPES)}.')
+    if d.prediction not in ('eps', 'x0', 'v'):
+      raise UserError(f"Unknown diffusion.prediction {d.prediction!r}; use 'eps', 'x0' or 'v'.")
+    if s.name not in ('ddpm', 'ddim'):
+      raise UserError(f"Unknown sampler.name {s.name!r}; use 'ddpm' (ancestral) or 'ddim'.")
+    try:
+      self.diffusion = GaussianDiffusion.create(d.schedule, d.num_timesteps)
+    except ValueError as e:
+      raise UserError(f'Bad diffusion config: {e}') from None
+    self.model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                      attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_groups=m.num_groups,
+                      dtype=DTYPES[m.dtype])
+    self.optimizer = make_optimizer(config.optim, config.total_steps)
+
+  def init(self, rng, image_shape):
+    self.image_shape = tuple(image_shape)  # sample() needs it; the loop always calls init (or eval_shape of it)
+    params_key, run_key = jax.random.split(rng)
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    params = self.model.init(params_key, x, jnp.zeros((1,), jnp.int32), train=False)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), rng=run_key, params=params,
+                      opt_state=self.optimizer.init(params), ema_params=params)
+
+  def train_step(self, state: TrainState, batch) -> tuple[TrainState, Metrics]:
+    x0 = batch['image']  # [b h w c]
+    key = jax.random.fold_in(state.rng, state.step)
+    keys = parallel.example_keys(key, x0.shape[0])  # t and noise depend on the example, not the device count
+    t = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, self.diffusion.num_timesteps))(keys)
+    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
+    # Dropout masks are per device (as in every data-parallel framework): fold in the device index.
+    dropout_key = jax.random.fold_in(jax.random.fold_in(key, 2), jax.lax.axis_index(parallel.DATA))
+    xt = self.diffusion.q_sample(x0, t, noise)
+    kind = self.config.diffusion.prediction
+
+    def loss_fn(params):
+      out = self.model.apply({'params': params}, xt, t, train=True, rngs={'dropout': dropout_key})
+      return jnp.mean(self.diffusion.training_loss(kind, out.astype(jnp.float32), x0, noise, t))
+
+    loss, grads = parallel.value_and_global_mean_grad(loss_fn)(state.params)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - self.config.ema.decay)
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
+
+  def sample(self, state: TrainState, rng, num_samples: int):
+    s = self.config.sampler
+    params = state.ema_params if s.use_ema else state.params
+    shape = (num_samples, *self.image_shape)
+
+    def model_fn(x, t):
+      return self.model.apply({'params': params}, x, t, train=False).astype(jnp.float32)
+
+    kind = self.config.diffusion.prediction
+    if s.name == 'ddpm':
+      x = ddpm_sample(model_fn, self.diffusion, kind, shape, rng, s.variance, s.clip_x0)
+    else:
+      x = ddim_sample(model_fn, self.diffusion, kind, shape, rng, s.steps, s.eta, s.clip_x0)
+    return jnp.clip(x, -1.0, 1.0)
