@@ -1,9 +1,10 @@
 """A small DDPM on scikit-learn's embedded digits (16x16x1): the README's main job, no download.
 
 Command:  python main.py --config configs/ddpm_digits.py --workdir runs/ddpm_digits
-Expected: L_simple (eps MSE) falls below ~0.05; runs/ddpm_digits/samples/step_XXXXXX.png (50-step DDIM from
-          the EMA params) shows recognisable digits.
-Runtime:  see README (measured on a 2-core CPU).
+Expected: L_simple (eps MSE) 1.0 at step 0, ~0.03 by step 1000; runs/ddpm_digits/samples/step_001000.png and
+          step_001500.png (50-step DDIM from the EMA params) show recognisable digits.
+Runtime:  ~8 minutes on a 2-core CPU (Sapphire Rapids, ~3.4 steps/s at batch 64; 701k-param UNet), compile
+          ~15 s.
 """
 
 from configs import default
@@ -17,7 +18,7 @@ def get_config():
 
   config.model.family = 'ddpm'
   config.model.ch = 32
-  config.model.ch_mult = (1, 2, 2)
+  config.model.ch_mult = (1, 2)
   config.model.num_res_blocks = 1
   config.model.attn_resolutions = (8,)
   config.model.dropout = 0.0
@@ -33,9 +34,9 @@ def get_config():
   config.optim.grad_clip_norm = 1.0
 
   config.global_batch_size = 64
-  config.total_steps = 3000
+  config.total_steps = 1500
   config.log_every = 100
-  config.checkpoint_every = 1000
-  config.sample_every = 1000
+  config.checkpoint_every = 500
+  config.sample_every = 500
   config.num_samples = 64
   return config

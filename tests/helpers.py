@@ -3,11 +3,25 @@
 import jax
 import numpy as np
 
-from configs import vae_digits
+from configs import ddpm_digits, vae_digits
 
 
 def tiny_vae_config(**overrides):
-  config = vae_digits.get_config()
+  return _tiny(vae_digits.get_config(), overrides)
+
+
+def tiny_ddpm_config(**overrides):
+  config = ddpm_digits.get_config()
+  config.model.ch = 16
+  config.model.ch_mult = (1, 2)
+  config.model.attn_resolutions = (4,)
+  config.model.num_groups = 4
+  config.diffusion.num_timesteps = 100
+  config.sampler.steps = 5
+  return _tiny(config, overrides)
+
+
+def _tiny(config, overrides):
   config.data.image_size = 8
   config.data.num_threads = 1
   config.model.channels = (8, 16)
