@@ -11,7 +11,7 @@ import pytest
 from gen_jax.errors import UserError
 from gen_jax.reporting import NonFiniteLossError
 from gen_jax.train import train, validate_config
-from tests.helpers import host_tree, tiny_vae_config
+from tests.helpers import host_tree, tiny_ddpm_config, tiny_vae_config
 
 
 def _checkpoint_steps(workdir):
@@ -30,8 +30,9 @@ def test_run_writes_checkpoints_events_and_sample_grids(tmp_path):
   assert grid.std() > 0
 
 
-def test_sigterm_then_restart_equals_uninterrupted_run(tmp_path):
-  config = tiny_vae_config()
+@pytest.mark.parametrize('make_config', [tiny_vae_config, tiny_ddpm_config], ids=['vae', 'ddpm'])
+def test_sigterm_then_restart_equals_uninterrupted_run(tmp_path, make_config):
+  config = make_config()
   full = train(config, str(tmp_path / 'full'))
 
   def preempt_at_step_3(step):
