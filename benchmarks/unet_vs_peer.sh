@@ -15,5 +15,5 @@ if [ "${1:-}" != "--skip-sampling" ]; then
       --batch 64 --repeats 1 | tail -2
 fi
 echo "== PyTorch/diffusers peer"
-"${PEERS_VENV:?set PEERS_VENV to the peers' torch venv}/bin/python" "$PEERS/torch_ddpm_unet_bench.py" "$@" \
+"${PEERS_VENV:?set PEERS_VENV to the torch venv of the peers}/bin/python" "$PEERS/torch_ddpm_unet_bench.py" "$@" \
     | grep -vE '^\s|^$' | tail -12
