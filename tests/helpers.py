@@ -24,8 +24,9 @@ def tiny_ddpm_config(**overrides):
 def _tiny(config, overrides):
   config.data.image_size = 8
   config.data.num_threads = 1
-  config.model.channels = (8, 16)
-  config.model.latent_dim = 4
+  if config.model.family == 'vae':
+    config.model.channels = (8, 16)
+    config.model.latent_dim = 4
   config.optim.warmup_steps = 2
   config.global_batch_size = 16
   config.total_steps = 8
@@ -33,6 +34,11 @@ def _tiny(config, overrides):
   config.checkpoint_every = 4
   config.sample_every = 8
   config.num_samples = 4
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides):
+  """{'a.b': v} -> config.a.b = v, like `--config.a.b=v` on the command line."""
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split('.')

@@ -10,6 +10,7 @@ from gen_jax.data import make_source
 from gen_jax.data.pipeline import TrainIterator, make_train_dataset, make_train_iterator
 from gen_jax.data.sources import ImageSource
 from gen_jax.errors import UserError
+from tests.helpers import apply_overrides
 
 
 def tiny_source(n: int = 10, h: int = 3, w: int = 4, seed: int = 0) -> ImageSource:
@@ -34,13 +35,7 @@ def pipeline_config(**overrides):
   config.global_batch_size = 4
   config.steps_per_call = 2
   config.data.num_threads = 1
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return apply_overrides(config, overrides)
 
 
 def assert_batches_equal(a, b):
