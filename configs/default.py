@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.source = 'digits'  # 'digits' (scikit-learn, embedded) | 'idx' (local MNIST-format files) | 'tfds'
   config.data.name = 'digits'  # TFDS name (mnist, fashion_mnist, cifar10, ...); for 'idx' picks the class names
   config.data.split = 'train'
+  config.data.eval_split = 'test'  # held-out split for config.eval_every
   config.data.image_size = 16  # digits only: 8x8 originals are resized to this size
   config.data.idx_dir = '/usr/share/datasets/fashion-mnist'  # 'idx' only: directory of *-idx?-ubyte[.gz] files
   config.data.tfds_data_dir = ''  # '' = TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)
@@ -48,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 3
   config.sample_every = 500
   config.num_samples = 64  # images in the sample grid
+  config.eval_every = 0  # 0 = no held-out evaluation; else every N steps on `eval_batches` batches
+  config.eval_batches = 4  # of global_batch_size examples from data.eval_split (the same ones every time)
   # --- --mode sample (from the latest checkpoint) -------------------------------------------------------------
   config.sample = ml_collections.ConfigDict()
   config.sample.num_samples = 64
@@ -66,6 +69,7 @@ def diffusion_config() -> ml_collections.ConfigDict:
       'schedule': 'linear',  # 'linear' (Ho et al.: 1e-4 .. 0.02) | 'cosine' (Nichol & Dhariwal)
       'num_timesteps': 1000,
       'prediction': 'eps',  # what the network predicts: 'eps' (paper) | 'x0' | 'v'
+      'eval_bpd': False,  # with eval_every > 0: also the variational bound in bits/dim (T forwards per batch)
   })
 
 

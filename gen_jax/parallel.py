@@ -82,6 +82,15 @@ def make_sharded_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
   return jax.jit(sharded, donate_argnums=0)
 
 
+def make_sharded_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:
+  """jit(shard_map(eval_fn)) for one batch [1 B ...] (the pipeline's K axis, K=1); nothing is donated."""
+
+  def per_device(state, batches):
+    return eval_fn(state, jax.tree.map(lambda x: x[0], batches))
+
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=P()))
+
+
 def value_and_global_mean_grad(loss_fn: Callable, has_aux: bool = False) -> Callable:
   """Like `jax.value_and_grad` for per-device code whose `loss_fn` is a mean over the local batch.
 

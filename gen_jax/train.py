@@ -13,12 +13,14 @@ import time
 from typing import Callable, Sequence
 
 import jax
+import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
 from gen_jax import images, parallel
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source, make_train_iterator
+from gen_jax.data.pipeline import make_train_dataset
 from gen_jax.errors import UserError
 from gen_jax.families import TrainState, get_family
 from gen_jax.preemption import PreemptionGuard
@@ -30,6 +32,7 @@ class TrainResult:
   state: TrainState
   history: dict[int, dict[str, float]]  # step -> metrics of every step run in this invocation
   preempted: bool
+  eval_history: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)  # step -> eval/ metrics
 
 
 def validate_config(config) -> None:
@@ -41,6 +44,8 @@ def validate_config(config) -> None:
     value = config[name]
     if value < 1 or value % k:
       raise UserError(f'{name}={value} must be a positive multiple of steps_per_call={k}.')
+  if config.eval_every < 0 or config.eval_every % k:
+    raise UserError(f'eval_every={config.eval_every} must be 0 (off) or a positive multiple of steps_per_call={k}.')
 
 
 def setup_compilation_cache(config, workdir: str) -> None:
@@ -67,6 +72,25 @@ class Trainer:
                          out_shardings=self.replicated)
     self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh)
     self._sample = jax.jit(self.family.sample, static_argnums=2, out_shardings=self.replicated)
+    self.eval_data = self._eval_dataset() if config.eval_every else None
+    self._eval = parallel.make_sharded_eval_step(self.family.eval_step, self.mesh)
+
+  def _eval_dataset(self):
+    """The first `eval_batches` global batches of the shuffled eval split: the same examples at every eval."""
+    data_config = self.config.data.copy_and_resolve_references()
+    data_config.split = self.config.data.eval_split
+    source = make_source(data_config)
+    return make_train_dataset(source, seed=self.config.seed, global_batch_size=self.config.global_batch_size,
+                              process_index=jax.process_index(), process_count=jax.process_count())
+
+  def evaluate(self, writer, state: TrainState, step: int) -> dict[str, float]:
+    batches = [jax.tree.map(host_value, self._eval(state, parallel.to_global_batch(self.eval_data[i], self.mesh)))
+               for i in range(self.config.eval_batches)]
+    metrics = {f'eval/{k}': float(np.mean([b[k] for b in batches])) for k in batches[0]}
+    writer.write_scalars(step, metrics)
+    if jax.process_index() == 0:
+      print(f'eval at step {step}: ' + '  '.join(f'{k} {v:.4g}' for k, v in metrics.items()), flush=True)
+    return metrics
 
   def initial_state(self, checkpointer: Checkpointer) -> TrainState:
     rng = jax.random.PRNGKey(self.config.seed)
@@ -112,6 +136,7 @@ class Trainer:
     report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
     last_saved = checkpointer.latest_step()
     preempted = False
+    eval_history = {}
 
     def save(step):
       nonlocal last_saved
@@ -136,6 +161,8 @@ class Trainer:
             print(progress.format(step, averages), flush=True)
         if step % config.sample_every == 0 or step == config.total_steps:
           self.write_samples(writer, state, step)
+        if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):
+          eval_history[step] = self.evaluate(writer, state, step)
         if step % config.checkpoint_every == 0 or step == config.total_steps:
           save(step)
         if guard.should_stop():
@@ -148,7 +175,7 @@ class Trainer:
           break
     log.flush(last_saved)
     checkpointer.wait()
-    return TrainResult(state=state, history=log.history, preempted=preempted)
+    return TrainResult(state=state, history=log.history, preempted=preempted, eval_history=eval_history)
 
 
 def train(config, workdir: str, hooks: Sequence[Callable[[int], None]] = (), devices=None) -> TrainResult:

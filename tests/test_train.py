@@ -89,3 +89,19 @@ def test_k_steps_per_call_equals_one_step_per_call(tmp_path):
     np.testing.assert_allclose(x, y, atol=1e-5)
   np.testing.assert_allclose([one.history[s]['loss'] for s in one.history],
                              [two.history[s]['loss'] for s in two.history], rtol=1e-5)
+
+
+def test_held_out_eval_is_logged_and_device_count_invariant(tmp_path):
+  config = tiny_vae_config(eval_every=4, eval_batches=2)
+  eight = train(config, str(tmp_path / 'eight'))
+  one = train(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
+  assert sorted(eight.eval_history) == [4, 8]
+  for step in (4, 8):
+    for name in ('eval/nelbo', 'eval/bits_per_dim', 'eval/kl', 'eval/recon'):
+      np.testing.assert_allclose(eight.eval_history[step][name], one.eval_history[step][name], rtol=1e-5)
+    e = eight.eval_history[step]
+    np.testing.assert_allclose(e['eval/nelbo'], e['eval/recon'] + e['eval/kl'], rtol=1e-5)
+  # The eval split is really used: evaluating on the training split gives other numbers.
+  on_train = train(tiny_vae_config(eval_every=4, eval_batches=2, **{'data.eval_split': 'train'}),
+                   str(tmp_path / 'train_split'))
+  assert on_train.eval_history[8]['eval/nelbo'] != eight.eval_history[8]['eval/nelbo']

@@ -54,3 +54,10 @@ class Family(abc.ABC):
   @abc.abstractmethod
   def sample(self, state: TrainState, rng: jax.Array, num_samples: int) -> jax.Array:
     """Images [n h w c] in [-1, 1] for the sample grid. Runs under jit with replicated inputs."""
+
+  def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
+    """Held-out metrics for one batch (per-device code under shard_map, like `train_step`; no update).
+
+    Optional: the loop only calls it when `config.eval_every > 0`. Return device-invariant scalars.
+    """
+    raise NotImplementedError(f'{type(self).__name__} has no eval_step; set --config.eval_every=0.')

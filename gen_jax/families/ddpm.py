@@ -16,12 +16,13 @@ from gen_jax.models.unet import UNet
 from gen_jax.optim import make_optimizer
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+EVAL_KEY = 0x3E7A1  # eval t/noise come from their own stream, the same at every evaluation
 
 
 @register('ddpm')
 class DDPMFamily(Family):
   """Config: model.{ch, ch_mult, num_res_blocks, attn_resolutions, dropout, num_groups, dtype},
-  diffusion.{schedule, num_timesteps, prediction}, ema.decay, sampler.{name, steps, eta, variance, clip_x0,
+  diffusion.{schedule, num_timesteps, prediction, eval_bpd}, ema.decay, sampler.{name, steps, eta, variance, clip_x0,
   use_ema}."""
 
   def __init__(self, config):
@@ -71,6 +72,30 @@ class DDPMFamily(Family):
     ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - self.config.ema.decay)
     metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
+
+  def eval_step(self, state: TrainState, batch) -> Metrics:
+    """L_simple on held-out images (same t and noise at every eval); with diffusion.eval_bpd also the full
+    variational bound in bits/dim (T network evaluations per batch: costly, so off by default)."""
+    x0 = batch['image']
+    params = state.ema_params if self.config.sampler.use_ema else state.params
+    key = jax.random.fold_in(state.rng, EVAL_KEY)
+    keys = parallel.example_keys(key, x0.shape[0])
+    t = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, self.diffusion.num_timesteps))(keys)
+    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
+    kind = self.config.diffusion.prediction
+
+    def model_fn(x, t):
+      return self.model.apply({'params': params}, x, t, train=False).astype(jnp.float32)
+
+    xt = self.diffusion.q_sample(x0, t, noise)
+    metrics = {'loss': jnp.mean(self.diffusion.training_loss(kind, model_fn(xt, t), x0, noise, t))}
+    if self.config.diffusion.eval_bpd:
+      device_key = jax.random.fold_in(key, jax.lax.axis_index(parallel.DATA))
+      bound = self.diffusion.bits_per_dim_bound(model_fn, x0, device_key, kind, self.config.sampler.variance,
+                                                self.config.sampler.clip_x0)
+      metrics.update(bits_per_dim=jnp.mean(bound.total), prior_bits_per_dim=jnp.mean(bound.prior),
+                     decoder_bits_per_dim=jnp.mean(bound.terms[:, 0]))
+    return parallel.mean_over_devices(metrics)
 
   def sample(self, state: TrainState, rng, num_samples: int):
     s = self.config.sampler

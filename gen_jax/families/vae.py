@@ -15,6 +15,8 @@ from gen_jax.families.base import Family, Metrics, TrainState
 from gen_jax.models import vae as vae_model
 from gen_jax.optim import make_optimizer
 
+EVAL_KEY = 0x3E7A1  # eval noise comes from its own stream, the same at every evaluation
+
 
 @register('vae')
 class VAEFamily(Family):
@@ -72,6 +74,14 @@ class VAEFamily(Family):
     metrics = {'loss': loss, **aux, 'bits_per_dim': distributions.bits_per_dim(aux['nelbo'], num_dims),
                'grad_norm': optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def eval_step(self, state: TrainState, batch) -> Metrics:
+    images = batch['image']
+    keys = parallel.example_keys(jax.random.fold_in(state.rng, EVAL_KEY), images.shape[0])
+    nelbo, recon, kl = self.losses(state.params, images, keys)
+    metrics = {'nelbo': jnp.mean(nelbo), 'recon': jnp.mean(recon), 'kl': jnp.mean(kl)}
+    metrics['bits_per_dim'] = distributions.bits_per_dim(metrics['nelbo'], math.prod(images.shape[1:]))
+    return parallel.mean_over_devices(metrics)
 
   def sample(self, state: TrainState, rng, num_samples: int):
     z = jax.random.normal(rng, (num_samples, self.config.model.latent_dim))
