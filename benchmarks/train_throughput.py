@@ -27,6 +27,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_integer('steps', 30, 'Timed steps (after one warm-up call).')
 flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\'s dataset.')
+flags.DEFINE_string('compilation_cache_dir', '', 'Persistent XLA cache dir: run twice for cold vs cached compile.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -40,6 +41,9 @@ def image_shape(config):
 def main(argv):
   del argv
   config = FLAGS.config
+  if FLAGS.compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.global_batch_size, mesh)
   shape, k, batch = image_shape(config), config.steps_per_call, config.global_batch_size
