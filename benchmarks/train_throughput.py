@@ -51,10 +51,11 @@ def main(argv):
   state = jax.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()
-  host_batch = {'image': rng.uniform(-1, 1, (k, local, *shape)).astype(np.float32),
-                'label': rng.integers(0, 10, (k, local)).astype(np.int32)}
+  n = k * family.batches_per_step
+  host_batch = {'image': rng.uniform(-1, 1, (n, local, *shape)).astype(np.float32),
+                'label': rng.integers(0, 10, (n, local)).astype(np.int32)}
   device_batch = parallel.to_global_batch(host_batch, mesh)
-  step = parallel.make_sharded_train_step(family.train_step, mesh)
+  step = parallel.make_sharded_train_step(family.train_step, mesh, family.batches_per_step)
 
   t0 = time.perf_counter()
   compiled = step.lower(state, device_batch).compile()

@@ -86,3 +86,31 @@ def sampler_config() -> ml_collections.ConfigDict:
       'clip_x0': True,
       'use_ema': True,
   })
+
+
+def gan_model_config(generator: str = 'dcgan', discriminator: str = 'dcgan') -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'family': 'gan',
+      'generator': generator,  # 'dcgan' | 'resnet' | 'mlp'
+      'discriminator': discriminator,  # 'dcgan' | 'resnet' | 'mlp'
+      'latent_dim': 100,
+      'ngf': 64,  # generator width (resnet: channels)
+      'ndf': 64,  # discriminator width (resnet: channels)
+      'd_norm': 'batch',  # dcgan discriminator: 'batch' | 'layer' | 'none' (WGAN-GP needs no BatchNorm)
+      'd_dropout': 0.3,  # mlp discriminator
+  })
+
+
+def gan_config(loss: str = 'nonsaturating', n_critic: int = 1, gp_weight: float = 0.0) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'loss': loss,  # 'nonsaturating' (DCGAN, MLP GAN) | 'wasserstein' (WGAN-GP)
+      'n_critic': n_critic,  # critic updates per generator update (each on a fresh real batch)
+      'gp_weight': gp_weight,  # lambda of the gradient penalty (0 = none)
+      'unroll_critic': 'auto',  # 'auto' (unroll on CPU, lax.scan elsewhere) | True | False
+  })
+
+
+def gan_optim(learning_rate: float, b1: float, b2: float) -> ml_collections.ConfigDict:
+  optim = get_config().optim
+  optim.learning_rate, optim.b1, optim.b2 = learning_rate, b1, b2
+  return optim

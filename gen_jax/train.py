@@ -66,11 +66,12 @@ class Trainer:
     parallel.check_batch_divisible(config.global_batch_size, self.mesh)
     self.source = make_source(config.data)
     self.family = get_family(config)
-    self.data = make_train_iterator(self.source, config, jax.process_index(), jax.process_count())
+    self.data = make_train_iterator(self.source, config, jax.process_index(), jax.process_count(),
+                                    self.family.batches_per_step)
     self.replicated = parallel.replicated(self.mesh)
     self._init = jax.jit(functools.partial(self.family.init, image_shape=tuple(self.source.image_shape)),
                          out_shardings=self.replicated)
-    self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh)
+    self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh, self.family.batches_per_step)
     self._sample = jax.jit(self.family.sample, static_argnums=2, out_shardings=self.replicated)
     self.eval_data = self._eval_dataset() if config.eval_every else None
     self._eval = parallel.make_sharded_eval_step(self.family.eval_step, self.mesh)

@@ -83,8 +83,10 @@ class TrainIterator:
     self._iterator.set_state(state)
 
 
-def make_train_iterator(source: ImageSource, config, process_index: int, process_count: int) -> TrainIterator:
+def make_train_iterator(source: ImageSource, config, process_index: int, process_count: int,
+                        batches_per_step: int = 1) -> TrainIterator:
   dataset = make_train_dataset(source, seed=config.seed, global_batch_size=config.global_batch_size,
-                               steps_per_call=config.steps_per_call, random_flip=config.data.random_flip,
+                               steps_per_call=config.steps_per_call * batches_per_step,
+                               random_flip=config.data.random_flip,
                                process_index=process_index, process_count=process_count)
   return TrainIterator(dataset, num_threads=config.data.num_threads)

@@ -36,6 +36,10 @@ class TrainState:
 class Family(abc.ABC):
   """A model family: built from the whole config, pure functions of (state, batch, key)."""
 
+  # Global batches each train_step consumes: >1 gives the step a leading axis, batch arrays [n b ...]
+  # (e.g. WGAN-GP: one fresh real batch for each of its n_critic critic updates).
+  batches_per_step: int = 1
+
   def __init__(self, config):
     self.config = config
 
