@@ -1,9 +1,9 @@
 """DCGAN (Radford et al. 2016) on the embedded digits at 28x28 (CPU, no download).
 
 Command:  python main.py --config configs/dcgan_digits.py --workdir runs/dcgan_digits
-Expected: D/G losses stay in balance (d_loss ~0.5-1.3, g_loss ~1-3) and samples/step_001000.png shows
-          digit-like strokes with varied shapes (not one repeated image).
-Runtime:  a few minutes on a 2-core CPU (ngf = ndf = 32, batch 64).
+Expected: at step 1000 d_loss ~0.35-0.47, g_loss ~2.6-2.9 (D(x) logit ~+2.4, D(G(z)) ~-2.5), and
+          samples/step_001000.png shows varied, digit-like images (0, 2, 3, 5, 6, 7, 9 recognisable).
+Runtime:  ~1.5 minutes on a 2-core CPU (ngf = ndf = 32, batch 64, ~11 steps/s).
 """
 
 from configs import default
