@@ -23,8 +23,11 @@ G, D = 'generator', 'discriminator'
 LOSSES = ('nonsaturating', 'wasserstein')
 
 
-def build_networks(model_config, image_shape, axis_name):
-  """(generator, discriminator) Flax modules named by model.generator / model.discriminator."""
+def build_networks(model_config, image_shape, axis_name, double_backward: bool = False):
+  """(generator, discriminator) Flax modules named by model.generator / model.discriminator.
+
+  `double_backward`: the loss differentiates D's input gradient (gradient penalty); picks conv forms for that.
+  """
   m = model_config
   generators = {
       'dcgan': lambda: dcgan.DCGANGenerator(image_shape, m.latent_dim, m.ngf, bn_axis_name=axis_name),
@@ -32,7 +35,8 @@ def build_networks(model_config, image_shape, axis_name):
       'resnet': lambda: resnet_gan.ResNetGenerator(image_shape, m.latent_dim, m.ngf, bn_axis_name=axis_name),
   }
   discriminators = {
-      'dcgan': lambda: dcgan.DCGANDiscriminator(m.ndf, m.d_norm, bn_axis_name=axis_name),
+      'dcgan': lambda: dcgan.DCGANDiscriminator(m.ndf, m.d_norm, bn_axis_name=axis_name,
+                                                double_backward=double_backward),
       'mlp': lambda: mlp_gan.MLPDiscriminator(dropout=m.d_dropout),
       'resnet': lambda: resnet_gan.ResNetCritic(m.ndf),
   }
@@ -89,7 +93,7 @@ class GANFamily(Family):
 
   def train_step(self, state: TrainState, batch) -> tuple[TrainState, Metrics]:
     cfg = self.config
-    generator, discriminator = build_networks(cfg.model, self.image_shape, parallel.DATA)
+    generator, discriminator = build_networks(cfg.model, self.image_shape, parallel.DATA, cfg.gan.gp_weight > 0)
     reals = batch['image']  # [n_critic b h w c] when n_critic > 1, else [b h w c]
     if cfg.gan.n_critic == 1:
       reals = reals[None]

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models.layers import DownConv4x4, UpConv4x4
+
 weight_init = nn.initializers.normal(0.02)
 
 
@@ -41,7 +43,8 @@ def num_doublings(image_size: tuple[int, int]) -> int:
   return (height // BASE_SIZE[height]).bit_length() - 1
 
 
-# Explicit padding k - 1 - p = 2 makes the 4x4 stride-2 transposed conv PyTorch's (kernel 4, stride 2, padding 1).
+# Explicit padding k - 1 - p = 2 makes flax's 4x4 stride-2 transposed conv PyTorch's (kernel 4, stride 2, padding 1);
+# layers.UpConv4x4 computes the same map faster.
 UP_PADDING = ((2, 2), (2, 2))
 DOWN_PADDING = ((1, 1), (1, 1))  # PyTorch's padding 1; 'SAME' would pad 7 -> 4 asymmetrically instead of 7 -> 3
 
@@ -65,11 +68,9 @@ class DCGANGenerator(nn.Module):
     h = nn.relu(batch_norm(train, self.bn_axis_name, 'project_bn')(h))
     for i in range(doublings - 1):
       features //= 2
-      h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=UP_PADDING, use_bias=False,
-                           kernel_init=weight_init, name=f'up_{i}')(h)
+      h = UpConv4x4(features, kernel_init=weight_init, name=f'up_{i}')(h)
       h = nn.relu(batch_norm(train, self.bn_axis_name, f'up_{i}_bn')(h))
-    h = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding=UP_PADDING, use_bias=False,
-                         kernel_init=weight_init, name='out')(h)
+    h = UpConv4x4(channels, kernel_init=weight_init, name='out')(h)
     return jnp.tanh(h).astype(jnp.float32)
 
 
@@ -83,6 +84,7 @@ class DCGANDiscriminator(nn.Module):
   ndf: int = 64
   norm: str = 'batch'
   bn_axis_name: str | None = None
+  double_backward: bool = False  # True when a loss differentiates D's input gradient (WGAN-GP): see DownConv4x4
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -93,8 +95,7 @@ class DCGANDiscriminator(nn.Module):
     use_bias = self.norm != 'batch'
     h = x
     for i in range(layers):
-      h = nn.Conv(self.ndf * 2 ** i, (4, 4), strides=(2, 2), padding=DOWN_PADDING, use_bias=use_bias,
-                  kernel_init=weight_init, name=f'down_{i}')(h)
+      h = DownConv4x4(self.ndf * 2 ** i, use_bias, weight_init, self.double_backward, name=f'down_{i}')(h)
       if i > 0 and self.norm == 'batch':
         h = batch_norm(train, self.bn_axis_name, f'down_{i}_bn')(h)
       elif i > 0 and self.norm == 'layer':

@@ -16,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from gen_jax.models import dcgan
 from gen_jax.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gen_jax.models.layers import UpConv4x4
 from gen_jax.models.mlp_gan import MLPDiscriminator, MLPGenerator
 from gen_jax.models.resnet_gan import ResNetCritic, ResNetGenerator
 
@@ -115,15 +116,20 @@ def test_unsupported_image_sizes_are_value_errors():
     abstract_variables(DCGANDiscriminator(norm='group'), jnp.zeros((1, 32, 32, 3)))
 
 
-def test_up_layer_is_pytorchs_conv_transpose_k4_s2_p1():
-  """The generator's up-layer padding gives PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1) exactly, with
-  the kernel flipped (Flax correlates the dilated input; PyTorch scatters): a PyTorch checkpoint ports over."""
-  x, w = normal((1, 3, 3, 2)), normal((4, 4, 2, 5), seed=1)  # w: PyTorch's weight as [kh kw in out]
-  expected = np.zeros((1, 8, 8, 5), np.float32)  # out[2i - 1 + k] += x[i] w[k], cropped to [0, 6)
-  for i1, i2, k1, k2 in np.ndindex(3, 3, 4, 4):
+@pytest.mark.parametrize('out', [5, 20])  # UpConv4x4: one transposed conv below 16 channels, 4 phase convs above
+@pytest.mark.parametrize('impl', ['flax', 'up_conv'])
+def test_up_layer_is_pytorchs_conv_transpose_k4_s2_p1(impl, out):
+  """The generator's up-layer gives PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1) exactly, with the
+  kernel flipped (Flax correlates the dilated input; PyTorch scatters): a PyTorch checkpoint ports over."""
+  x, w = normal((2, 3, 3, 2)), normal((4, 4, 2, out), seed=1)  # w: PyTorch's weight as [kh kw in out]
+  expected = np.zeros((2, 8, 8, out), np.float32)  # out[2i - 1 + k] += x[i] w[k], cropped to [0, 6)
+  for n, i1, i2, k1, k2 in np.ndindex(2, 3, 3, 4, 4):
     o1, o2 = 2 * i1 - 1 + k1, 2 * i2 - 1 + k2
-    expected[0, o1 + 1, o2 + 1] += x[0, i1, i2] @ w[k1, k2]
-  layer = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding=dcgan.UP_PADDING, use_bias=False)
+    expected[n, o1 + 1, o2 + 1] += x[n, i1, i2] @ w[k1, k2]
+  if impl == 'flax':
+    layer = nn.ConvTranspose(out, (4, 4), strides=(2, 2), padding=dcgan.UP_PADDING, use_bias=False)
+  else:
+    layer = UpConv4x4(out)
   got = layer.apply({'params': {'kernel': w[::-1, ::-1]}}, x)
   np.testing.assert_allclose(got, expected[:, 1:7, 1:7], rtol=1e-5, atol=1e-5)
 
