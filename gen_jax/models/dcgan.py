@@ -46,7 +46,6 @@ def num_doublings(image_size: tuple[int, int]) -> int:
 # Explicit padding k - 1 - p = 2 makes flax's 4x4 stride-2 transposed conv PyTorch's (kernel 4, stride 2, padding 1);
 # layers.UpConv4x4 computes the same map faster.
 UP_PADDING = ((2, 2), (2, 2))
-DOWN_PADDING = ((1, 1), (1, 1))  # PyTorch's padding 1; 'SAME' would pad 7 -> 4 asymmetrically instead of 7 -> 3
 
 
 class DCGANGenerator(nn.Module):
