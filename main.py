@@ -4,6 +4,7 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow is only here for TensorBoard writing
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # silences its start-up banner; TF does no maths here
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
