@@ -129,7 +129,7 @@ class Trainer:
     state = self.initial_state(checkpointer)
     step = int(host_value(state.step))
     if step == 0:
-      writer.write_hparams(config.to_dict() if hasattr(config, 'to_dict') else {})
+      writer.write_hparams(config.to_dict())
     if jax.process_index() == 0:
       print(parameter_overview.get_parameter_overview(state.params), flush=True)
     log = MetricsLog()

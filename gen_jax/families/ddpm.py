@@ -51,12 +51,17 @@ class DDPMFamily(Family):
     return TrainState(step=jnp.zeros((), jnp.int32), rng=run_key, params=params,
                       opt_state=self.optimizer.init(params), ema_params=params)
 
+  def _timesteps_and_noise(self, key, x0):
+    """t [b] ~ U{0..T-1} and noise [b h w c] per example, keyed by global position (device-count invariant)."""
+    keys = parallel.example_keys(key, x0.shape[0])
+    t = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, self.diffusion.num_timesteps))(keys)
+    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
+    return t, noise
+
   def train_step(self, state: TrainState, batch) -> tuple[TrainState, Metrics]:
     x0 = batch['image']  # [b h w c]
     key = jax.random.fold_in(state.rng, state.step)
-    keys = parallel.example_keys(key, x0.shape[0])  # t and noise depend on the example, not the device count
-    t = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, self.diffusion.num_timesteps))(keys)
-    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
+    t, noise = self._timesteps_and_noise(key, x0)
     # Dropout masks are per device (as in every data-parallel framework): fold in the device index.
     dropout_key = jax.random.fold_in(jax.random.fold_in(key, 2), jax.lax.axis_index(parallel.DATA))
     xt = self.diffusion.q_sample(x0, t, noise)
@@ -79,9 +84,7 @@ class DDPMFamily(Family):
     x0 = batch['image']
     params = state.ema_params if self.config.sampler.use_ema else state.params
     key = jax.random.fold_in(state.rng, EVAL_KEY)
-    keys = parallel.example_keys(key, x0.shape[0])
-    t = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, self.diffusion.num_timesteps))(keys)
-    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
+    t, noise = self._timesteps_and_noise(key, x0)
     kind = self.config.diffusion.prediction
 
     def model_fn(x, t):

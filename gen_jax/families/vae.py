@@ -18,6 +18,13 @@ from gen_jax.optim import make_optimizer
 EVAL_KEY = 0x3E7A1  # eval noise comes from its own stream, the same at every evaluation
 
 
+def elbo_metrics(nelbo, recon, kl, image_batch_shape) -> Metrics:
+  """Batch means of the per-example terms [b] (nats), and -ELBO in bits/dim."""
+  nelbo = jnp.mean(nelbo)
+  return {'nelbo': nelbo, 'recon': jnp.mean(recon), 'kl': jnp.mean(kl),
+          'bits_per_dim': distributions.bits_per_dim(nelbo, math.prod(image_batch_shape[1:]))}
+
+
 @register('vae')
 class VAEFamily(Family):
   """Config keys: model.channels, model.latent_dim, model.likelihood, model.kl_weight."""
@@ -65,23 +72,19 @@ class VAEFamily(Family):
     def loss_fn(params):
       nelbo, recon, kl = self.losses(params, images, keys)
       loss = jnp.mean(recon + kl_weight * kl)
-      return loss, {'nelbo': jnp.mean(nelbo), 'recon': jnp.mean(recon), 'kl': jnp.mean(kl)}
+      return loss, elbo_metrics(nelbo, recon, kl, images.shape)
 
     (loss, aux), grads = parallel.value_and_global_mean_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    num_dims = math.prod(images.shape[1:])
-    metrics = {'loss': loss, **aux, 'bits_per_dim': distributions.bits_per_dim(aux['nelbo'], num_dims),
-               'grad_norm': optax.tree.norm(grads)}
+    metrics = {'loss': loss, **aux, 'grad_norm': optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def eval_step(self, state: TrainState, batch) -> Metrics:
     images = batch['image']
     keys = parallel.example_keys(jax.random.fold_in(state.rng, EVAL_KEY), images.shape[0])
     nelbo, recon, kl = self.losses(state.params, images, keys)
-    metrics = {'nelbo': jnp.mean(nelbo), 'recon': jnp.mean(recon), 'kl': jnp.mean(kl)}
-    metrics['bits_per_dim'] = distributions.bits_per_dim(metrics['nelbo'], math.prod(images.shape[1:]))
-    return parallel.mean_over_devices(metrics)
+    return parallel.mean_over_devices(elbo_metrics(nelbo, recon, kl, images.shape))
 
   def sample(self, state: TrainState, rng, num_samples: int):
     z = jax.random.normal(rng, (num_samples, self.config.model.latent_dim))
