@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models.layers import Conv
+
 # TF `default_init`: variance scaling over fan_avg, uniform; biases zero.
 default_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
 zero_init = nn.initializers.zeros
@@ -37,8 +39,8 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
   return jnp.pad(emb, ((0, 0), (0, dim % 2)))
 
 
-def _conv(features: int, name: str, dtype: Any, kernel: int = 3, stride: int = 1, init=default_init) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME', dtype=dtype,
+def _conv(features: int, name: str, dtype: Any, kernel: int = 3, stride: int = 1, init=default_init) -> Conv:
+  return Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME', dtype=dtype,
                  kernel_init=init, name=name)
 
 

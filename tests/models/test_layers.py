@@ -6,8 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from gen_jax.models.layers import DIMS, DownConv4x4, conv_4x4_s2, conv_transpose_4x4_s2, transposed_4x4_s2
+from gen_jax import parallel
+from gen_jax.models import layers
+from gen_jax.models.layers import DIMS, Conv, DownConv4x4, conv2d, conv_4x4_s2, conv_transpose_4x4_s2, transposed_4x4_s2
 
 
 def reference_conv(x, k):
@@ -53,3 +57,50 @@ def test_down_conv_module_matches_flax_conv_with_the_same_params(size):
     got = DownConv4x4(6, double_backward=double_backward).apply(params, x)
     np.testing.assert_allclose(got, ref.apply(params, x), atol=1e-5)
     assert got.shape == (2, size // 2, size // 2, 6)
+
+
+@pytest.mark.parametrize('kernel,stride,size', [(3, 1, 6), (3, 2, 6), (3, 2, 7), (1, 1, 5), (4, 2, 8)])
+def test_conv2d_values_and_both_gradients_match_xla(kernel, stride, size, monkeypatch):
+  """The CPU kernel gradient (one dot per tap) against XLA's, incl. the second derivative a penalty takes."""
+  monkeypatch.setattr(layers, 'MIN_PIXELS_FOR_DOTS', 0)  # the dots even on these small images
+  x = jax.random.normal(jax.random.PRNGKey(6), (2, size, size, 5))
+  k = jax.random.normal(jax.random.PRNGKey(7), (kernel, kernel, 5, 7)) * 0.3
+  pads = tuple(map(tuple, lax.padtype_to_pads((size, size), (kernel, kernel), (stride, stride), 'SAME')))
+  ours = lambda x, k: conv2d(x, k, (stride, stride), pads)
+  ref = lambda x, k: lax.conv_general_dilated(x, k, (stride, stride), pads, dimension_numbers=DIMS)
+  np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), atol=1e-5)
+  grad = lambda f, argnum: jax.jit(jax.grad(f, argnum), static_argnums=0)  # compiled: eager is slow on 8 devices
+  loss = lambda conv, x, k: jnp.sum(jnp.sin(conv(x, k)))
+  for argnum in (1, 2):
+    np.testing.assert_allclose(grad(loss, argnum)(ours, x, k), grad(loss, argnum)(ref, x, k), rtol=1e-5, atol=1e-5)
+  penalty = lambda conv, k: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)))
+  np.testing.assert_allclose(grad(penalty, 1)(ours, k), grad(penalty, 1)(ref, k), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_module_is_flax_conv_with_the_same_params_and_dtype():
+  x = jax.random.normal(jax.random.PRNGKey(8), (2, 8, 8, 3))
+  for kwargs in ({}, {'strides': (2, 2)}, {'kernel_size': (1, 1)}, {'dtype': jnp.bfloat16}):
+    ref = nn.Conv(4, **{'kernel_size': (3, 3), **kwargs})
+    params = ref.init(jax.random.PRNGKey(9), x)
+    got = Conv(4, **kwargs).apply(params, x)
+    assert got.dtype == ref.apply(params, x).dtype
+    np.testing.assert_allclose(got.astype(jnp.float32), ref.apply(params, x).astype(jnp.float32), atol=2e-2)
+
+
+def test_kernel_gradient_of_a_replicated_kernel_is_summed_over_devices(monkeypatch):
+  """Under shard_map a replicated kernel's gradient must be the sum over the 8 devices' shards, as lax's conv."""
+  monkeypatch.setattr(layers, 'MIN_PIXELS_FOR_DOTS', 0)
+  mesh = parallel.make_mesh()
+  x = jax.random.normal(jax.random.PRNGKey(10), (mesh.size * 2, 6, 6, 3))
+  k = jax.random.normal(jax.random.PRNGKey(11), (3, 3, 3, 4))
+  pads = ((1, 1), (1, 1))
+
+  def grads(conv):
+    per_device = lambda k, x: jax.grad(lambda k: jnp.sum(jnp.sin(conv(x, k, (1, 1), pads))))(k)
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)), out_specs=P()))(
+        k, jax.device_put(x, NamedSharding(mesh, P(parallel.DATA))))
+
+  xla = lambda x, k, s, p: lax.conv_general_dilated(x, k, s, p, dimension_numbers=DIMS)
+  single = jax.grad(lambda k: jnp.sum(jnp.sin(xla(x, k, (1, 1), pads))))(k)
+  np.testing.assert_allclose(grads(conv2d), single, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grads(conv2d), grads(xla), rtol=1e-5, atol=1e-5)
