@@ -24,8 +24,8 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """
   height, width = x.shape[1:3]
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  phases = [[lax.conv_general_dilated(padded[:, a:a + height + 1, b:b + width + 1], kernel[a::2, b::2], (1, 1),
-                                      'VALID', dimension_numbers=DIMS) for b in range(2)] for a in range(2)]
+  phases = [[conv2d(padded[:, a:a + height + 1, b:b + width + 1], kernel[a::2, b::2], (1, 1), ((0, 0), (0, 0)))
+             for b in range(2)] for a in range(2)]
   return einops.rearrange(jnp.stack([jnp.stack(row) for row in phases]), 'a b n h w c -> n (h a) (w b) c')
 
 
@@ -37,31 +37,33 @@ def transposed_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return conv_transpose_4x4_s2(x, kernel)
 
 
-@jax.custom_vjp
 def conv_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """PyTorch's Conv2d(kernel 4, stride 2, padding 1) on even h, w, with an input gradient in phase form.
 
   The input gradient of a strided conv is a transposed conv; WGAN-GP's penalty differentiates it again, and
   XLA:CPU runs that second derivative (an input-dilated conv) ~8x slower than the equal phase form.
   """
+  return _conv_4x4_s2(x, _varying_like(kernel, x))
+
+
+@jax.custom_vjp
+def _conv_4x4_s2(x, kernel):
   return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
 
 
 def _conv_4x4_s2_fwd(x, kernel):
-  return conv_4x4_s2(x, kernel), (x, kernel)
+  return _conv_4x4_s2(x, kernel), (x, kernel)
 
 
 def _conv_4x4_s2_bwd(residuals, g):
   x, kernel = residuals
-  _, kernel_vjp = jax.vjp(lambda k: lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
-                                                             dimension_numbers=DIMS), kernel)
   # dx[i] = sum_{2m + k = i + 1} g[m] K[k]^T: PyTorch's ConvTranspose2d(4, 2, 1) with weight K^T, i.e. the flax
   # form with the kernel flipped and its in/out channels swapped.
   dx = transposed_4x4_s2(g, jnp.swapaxes(kernel, 2, 3)[::-1, ::-1])
-  return dx, kernel_vjp(g)[0]
+  return dx, kernel_grad(x, g, kernel, (2, 2), ((1, 1), (1, 1)))
 
 
-conv_4x4_s2.defvjp(_conv_4x4_s2_fwd, _conv_4x4_s2_bwd)
+_conv_4x4_s2.defvjp(_conv_4x4_s2_fwd, _conv_4x4_s2_bwd)
 
 
 class DownConv4x4(nn.Module):
@@ -79,7 +81,7 @@ class DownConv4x4(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features))
     if not self.double_backward or x.shape[1] % 2 or x.shape[2] % 2:
-      y = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+      y = conv2d(x, kernel, (2, 2), ((1, 1), (1, 1)))
     else:
       y = conv_4x4_s2(x, kernel)
     if self.use_bias:
@@ -98,8 +100,9 @@ class UpConv4x4(nn.Module):
     return transposed_4x4_s2(x, kernel)
 
 
-# Below 16x16 outputs XLA's kernel gradient is as fast as the dots (measured at 8x8) and compiles faster.
-MIN_PIXELS_FOR_DOTS = 256
+# Below this many output positions (b*h*w) XLA's kernel gradient is as fast as the dots (measured: UNet 8x8 at
+# batch 16) and compiles faster.
+MIN_ROWS_FOR_DOTS = 4096
 
 
 def _shifted_windows(x: jax.Array, window: Sequence[int], strides: Sequence[int], padding, out_hw) -> list[jax.Array]:
@@ -119,6 +122,14 @@ def _kernel_grad_by_dots(x, g, kernel_shape, strides, padding):
   return einops.rearrange(jnp.stack(grads), '(kh kw) o i -> kh kw i o', kh=kernel_shape[0])
 
 
+def kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
+  """dL/dkernel of conv(x, kernel) given dL/dout g: dots on CPU for large convs, XLA's convolution otherwise."""
+  if jax.default_backend() == 'cpu' and g.shape[0] * g.shape[1] * g.shape[2] >= MIN_ROWS_FOR_DOTS:
+    return _kernel_grad_by_dots(x, g, kernel.shape, strides, padding).astype(kernel.dtype)
+  conv = lambda k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DIMS)
+  return jax.vjp(conv, kernel)[1](g)[0]
+
+
 def _vma(x: jax.Array) -> frozenset:
   """The mesh axes x varies over inside shard_map (empty outside it); jax 0.10 keeps them in manual_axis_type."""
   aval = jax.typeof(x)
@@ -128,16 +139,18 @@ def _vma(x: jax.Array) -> frozenset:
   return frozenset(manual.varying) if manual is not None else frozenset()
 
 
+def _varying_like(kernel: jax.Array, x: jax.Array) -> jax.Array:
+  """Under shard_map a replicated kernel meets per-device images: mark it device-varying before a custom_vjp, as
+  lax's own conv does, so the transpose of this cast sums the kernel gradient over devices."""
+  spread = tuple(_vma(x) - _vma(kernel))
+  return lax.pcast(kernel, spread, to='varying') if spread else kernel
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple) -> jax.Array:
   """NHWC/HWIO convolution, explicit padding ((top, bottom), (left, right)); the same values and gradients as
   `lax.conv_general_dilated`, but with the kernel gradient as dots when the default backend is the CPU (XLA's
   convolution elsewhere, where cuDNN and the TPU compiler do this well)."""
-  # Under shard_map a replicated kernel meets per-device images: mark it device-varying first, as lax's own conv
-  # does, so the kernel gradient is summed over devices by the transpose of this cast.
-  spread = tuple(_vma(x) - _vma(kernel))
-  if spread:
-    kernel = lax.pcast(kernel, spread, to='varying')
-  return _conv2d(x, kernel, strides, padding)
+  return _conv2d(x, _varying_like(kernel, x), strides, padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -153,11 +166,7 @@ def _conv2d_bwd(strides, padding, residuals, g):
   x, kernel = residuals
   conv = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DIMS)
   dx = jax.vjp(lambda x: conv(x, kernel), x)[1](g)[0]
-  if jax.default_backend() == 'cpu' and g.shape[1] * g.shape[2] >= MIN_PIXELS_FOR_DOTS:
-    dk = _kernel_grad_by_dots(x, g, kernel.shape, strides, padding).astype(kernel.dtype)
-  else:
-    dk = jax.vjp(lambda k: conv(x, k), kernel)[1](g)[0]
-  return dx, dk
+  return dx, kernel_grad(x, g, kernel, strides, padding)
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

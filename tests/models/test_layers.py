@@ -23,7 +23,9 @@ def reference_transpose(x, k):
 
 
 @pytest.mark.parametrize('cin,cout', [(3, 8), (20, 24)])
-def test_strided_conv_values_gradients_and_penalty_gradients_match_xla(cin, cout):
+@pytest.mark.parametrize('rows_for_dots', [0, 10**9])  # the CPU kernel gradient as dots, and as XLA's conv
+def test_strided_conv_values_gradients_and_penalty_gradients_match_xla(cin, cout, rows_for_dots, monkeypatch):
+  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', rows_for_dots)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, cin))
   k = jax.random.normal(jax.random.PRNGKey(1), (4, 4, cin, cout)) * 0.3
   np.testing.assert_allclose(conv_4x4_s2(x, k), reference_conv(x, k), atol=1e-4)
@@ -62,7 +64,7 @@ def test_down_conv_module_matches_flax_conv_with_the_same_params(size):
 @pytest.mark.parametrize('kernel,stride,size', [(3, 1, 6), (3, 2, 6), (3, 2, 7), (1, 1, 5), (4, 2, 8)])
 def test_conv2d_values_and_both_gradients_match_xla(kernel, stride, size, monkeypatch):
   """The CPU kernel gradient (one dot per tap) against XLA's, incl. the second derivative a penalty takes."""
-  monkeypatch.setattr(layers, 'MIN_PIXELS_FOR_DOTS', 0)  # the dots even on these small images
+  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', 0)  # the dots even on these small images
   x = jax.random.normal(jax.random.PRNGKey(6), (2, size, size, 5))
   k = jax.random.normal(jax.random.PRNGKey(7), (kernel, kernel, 5, 7)) * 0.3
   pads = tuple(map(tuple, lax.padtype_to_pads((size, size), (kernel, kernel), (stride, stride), 'SAME')))
@@ -89,7 +91,7 @@ def test_conv_module_is_flax_conv_with_the_same_params_and_dtype():
 
 def test_kernel_gradient_of_a_replicated_kernel_is_summed_over_devices(monkeypatch):
   """Under shard_map a replicated kernel's gradient must be the sum over the 8 devices' shards, as lax's conv."""
-  monkeypatch.setattr(layers, 'MIN_PIXELS_FOR_DOTS', 0)
+  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', 0)
   mesh = parallel.make_mesh()
   x = jax.random.normal(jax.random.PRNGKey(10), (mesh.size * 2, 6, 6, 3))
   k = jax.random.normal(jax.random.PRNGKey(11), (3, 3, 3, 4))
