@@ -28,6 +28,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_
 flags.DEFINE_integer('steps', 30, 'Timed steps (after one warm-up call).')
 flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\'s dataset.')
 flags.DEFINE_string('compilation_cache_dir', '', 'Persistent XLA cache dir: run twice for cold vs cached compile.')
+flags.DEFINE_integer('profile_top', 0, 'Also print the N most costly XLA ops (run with '
+                     'XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true; see benchmarks/op_profile.py).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -80,6 +82,10 @@ def main(argv):
         f"{result['step_ms']:.1f} ms/step, {steps_per_s:.2f} steps/s, {result['images_per_s']:.0f} img/s, "
         f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis)")
   print(json.dumps(result))
+  if FLAGS.profile_top:
+    from op_profile import print_op_profile
+
+    print_op_profile(compiled, (state, device_batch), FLAGS.profile_top)
 
 
 if __name__ == '__main__':
