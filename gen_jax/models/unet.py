@@ -41,7 +41,7 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
 
 def _conv(features: int, name: str, dtype: Any, kernel: int = 3, stride: int = 1, init=default_init) -> Conv:
   return Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME', dtype=dtype,
-                 kernel_init=init, name=name)
+              kernel_init=init, name=name)
 
 
 def _dense(features: int, name: str, dtype: Any, init=default_init) -> nn.Dense:
