@@ -164,8 +164,17 @@ def _conv2d_fwd(x, kernel, strides, padding):
 
 def _conv2d_bwd(strides, padding, residuals, g):
   x, kernel = residuals
-  conv = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DIMS)
-  dx = jax.vjp(lambda x: conv(x, kernel), x)[1](g)[0]
+  if tuple(strides) == (1, 1):
+    # dx of a stride-1 conv is a stride-1 conv of g with the kernel flipped and its in/out channels swapped. Going
+    # through _conv2d again (same speed as XLA's own input gradient) gives gradient penalties, which differentiate
+    # dx w.r.t. the kernel, the dot-per-tap kernel gradient too: XLA:CPU's took 5 s per 3x3 128-channel conv at
+    # 64x32x32 in the WGAN-GP ResNet critic's second derivative.
+    (kh, kw), ((top, bottom), (left, right)) = kernel.shape[:2], padding
+    flipped = jnp.swapaxes(kernel, 2, 3)[::-1, ::-1]
+    dx = _conv2d(g, flipped, (1, 1), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+  else:
+    conv = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DIMS)
+    dx = jax.vjp(lambda x: conv(x, kernel), x)[1](g)[0]
   return dx, kernel_grad(x, g, kernel, strides, padding)
 
 

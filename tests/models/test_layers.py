@@ -61,7 +61,7 @@ def test_down_conv_module_matches_flax_conv_with_the_same_params(size):
     assert got.shape == (2, size // 2, size // 2, 6)
 
 
-@pytest.mark.parametrize('kernel,stride,size', [(3, 1, 6), (3, 2, 6), (3, 2, 7), (1, 1, 5), (4, 2, 8)])
+@pytest.mark.parametrize('kernel,stride,size', [(3, 1, 6), (3, 2, 6), (3, 2, 7), (1, 1, 5), (4, 2, 8), (2, 1, 5)])
 def test_conv2d_values_and_both_gradients_match_xla(kernel, stride, size, monkeypatch):
   """The CPU kernel gradient (one dot per tap) against XLA's, incl. the second derivative a penalty takes."""
   monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', 0)  # the dots even on these small images
@@ -75,8 +75,10 @@ def test_conv2d_values_and_both_gradients_match_xla(kernel, stride, size, monkey
   loss = lambda conv, x, k: jnp.sum(jnp.sin(conv(x, k)))
   for argnum in (1, 2):
     np.testing.assert_allclose(grad(loss, argnum)(ours, x, k), grad(loss, argnum)(ref, x, k), rtol=1e-5, atol=1e-5)
-  penalty = lambda conv, k: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)))
-  np.testing.assert_allclose(grad(penalty, 1)(ours, k), grad(penalty, 1)(ref, k), rtol=1e-4, atol=1e-4)
+  penalty = lambda conv, x, k: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)))
+  for argnum in (1, 2):  # the critic's params (WGAN-GP), and the input (a penalty's own input gradient)
+    np.testing.assert_allclose(grad(penalty, argnum)(ours, x, k), grad(penalty, argnum)(ref, x, k),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_conv_module_is_flax_conv_with_the_same_params_and_dtype():
