@@ -198,3 +198,67 @@ class Conv(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     padding = lax.padtype_to_pads(x.shape[1:3], self.kernel_size, self.strides, self.padding)
     return conv2d(x, kernel, tuple(self.strides), tuple(map(tuple, padding))) + bias
+
+
+def _transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
+  """Padding of the input-dilated form that `lax.conv_transpose` uses for 'SAME' / 'VALID' (flax ConvTranspose)."""
+  if padding == 'SAME':
+    before = k - 1 if s > k - 1 else (k + s - 1) // 2
+    return before, k + s - 2 - before
+  if padding == 'VALID':
+    return k - 1, k + s - 2 + max(k - s, 0) - (k - 1)
+  raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: str) -> jax.Array:
+  """`lax.conv_transpose(x, kernel, strides, padding)` (flax ConvTranspose's op) as one small conv per output phase.
+
+  Output row s*m + a only meets the kernel rows t = t0(a), t0 + s, ...: phase a is a stride-1 conv of the undilated
+  input with kernel[t0::s], and depth-to-space interleaves the phases. Same FLOPs as the transposed conv, no zeros
+  inserted, and every piece goes through `conv2d` (no input-dilated conv for XLA:CPU to differentiate slowly).
+  Falls back to lax's form when the output size is not a multiple of the stride. x [b h w i], kernel [kh kw i o].
+  """
+  (kh, kw), (sh, sw) = kernel.shape[:2], strides
+  pads = [_transpose_pads(k, s, padding) for k, s in zip((kh, kw), strides)]
+  out = [(n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(x.shape[1:3], strides, pads, (kh, kw))]
+  if out[0] % sh or out[1] % sw:
+    return lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=DIMS)
+
+  def phase_window(a, s, k, lo, n, m):  # taps of phase a, and the input padding that yields its m outputs
+    t0 = (lo - a) % s
+    taps = len(range(t0, k, s))
+    first = (a + t0 - lo) // s  # input offset met by tap t0 at output m = 0
+    return t0, taps, (-first, m + first + taps - 1 - n)
+
+  rows = []
+  for a in range(sh):
+    row = []
+    for b in range(sw):
+      (t0, nt, ph), (u0, nu, pw) = (phase_window(a, sh, kh, pads[0][0], x.shape[1], out[0] // sh),
+                                    phase_window(b, sw, kw, pads[1][0], x.shape[2], out[1] // sw))
+      if nt == 0 or nu == 0:  # kernel smaller than the stride: no tap reaches this phase
+        row.append(jnp.zeros((x.shape[0], out[0] // sh, out[1] // sw, kernel.shape[-1]), x.dtype))
+        continue
+      window = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*ph, 0), (*pw, 0), (0, 0, 0)))
+      row.append(conv2d(window, kernel[t0::sh, u0::sw], (1, 1), ((0, 0), (0, 0))))
+    rows.append(jnp.stack(row))
+  return einops.rearrange(jnp.stack(rows), 'a b n h w c -> n (h a) (w b) c')
+
+
+class ConvTranspose(nn.Module):
+  """Drop-in for `nn.ConvTranspose` ('SAME'/'VALID' padding, no kernel dilation; same params and dtype handling)
+  built on the phase form `conv_transpose`."""
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  strides: tuple[int, int] = (1, 1)
+  padding: str = 'SAME'
+  dtype: Any = None
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', self.kernel_init, (*self.kernel_size, x.shape[-1], self.features))
+    bias = self.param('bias', self.bias_init, (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return conv_transpose(x, kernel, tuple(self.strides), self.padding) + bias

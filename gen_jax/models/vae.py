@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax import distributions
+from gen_jax.models.layers import Conv, ConvTranspose
 
 # Output channels per image channel that each likelihood needs from the decoder.
 LIKELIHOOD_PARAMS = {'bernoulli': 1, 'logistic': 2, 'gaussian': 2}
@@ -28,8 +29,8 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:  # [b h w c] -> ([b z], [b z])
     h = x
     for ch in self.channels:
-      h = nn.silu(nn.Conv(ch, (3, 3), strides=(2, 2))(h))
-      h = nn.silu(nn.Conv(ch, (3, 3))(h))
+      h = nn.silu(Conv(ch, (3, 3), strides=(2, 2))(h))
+      h = nn.silu(Conv(ch, (3, 3))(h))
     h = einops.rearrange(h, 'b h w c -> b (h w c)')
     stats = nn.Dense(2 * self.latent_dim)(h)
     mean, log_var = jnp.split(stats, 2, axis=-1)
@@ -48,9 +49,9 @@ class Decoder(nn.Module):
     h = nn.Dense((height // factor) * (width // factor) * self.channels[-1])(z)
     h = einops.rearrange(nn.silu(h), 'b (h w c) -> b h w c', h=height // factor, w=width // factor)
     for ch in reversed(self.channels):
-      h = nn.silu(nn.ConvTranspose(ch, (3, 3), strides=(2, 2))(h))
-      h = nn.silu(nn.Conv(ch, (3, 3))(h))
-    return nn.Conv(self.out_channels, (3, 3))(h)
+      h = nn.silu(ConvTranspose(ch, (3, 3), strides=(2, 2))(h))
+      h = nn.silu(Conv(ch, (3, 3))(h))
+    return Conv(self.out_channels, (3, 3))(h)
 
 
 class VAE(nn.Module):

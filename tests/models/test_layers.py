@@ -11,7 +11,17 @@ from jax.sharding import PartitionSpec as P
 
 from gen_jax import parallel
 from gen_jax.models import layers
-from gen_jax.models.layers import DIMS, Conv, DownConv4x4, conv2d, conv_4x4_s2, conv_transpose_4x4_s2, transposed_4x4_s2
+from gen_jax.models.layers import (
+  DIMS,
+  Conv,
+  ConvTranspose,
+  DownConv4x4,
+  conv2d,
+  conv_4x4_s2,
+  conv_transpose,
+  conv_transpose_4x4_s2,
+  transposed_4x4_s2,
+)
 
 
 def reference_conv(x, k):
@@ -108,3 +118,32 @@ def test_kernel_gradient_of_a_replicated_kernel_is_summed_over_devices(monkeypat
   single = jax.grad(lambda k: jnp.sum(jnp.sin(xla(x, k, (1, 1), pads))))(k)
   np.testing.assert_allclose(grads(conv2d), single, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(grads(conv2d), grads(xla), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kernel,stride,padding,size', [(3, 2, 'SAME', 4), (3, 2, 'VALID', 4), (4, 2, 'SAME', 5),
+                                                        (1, 2, 'SAME', 3), (5, 3, 'SAME', 3), (3, 1, 'SAME', 5)])
+def test_phase_conv_transpose_values_and_gradients_match_lax(kernel, stride, padding, size, monkeypatch):
+  """Every output phase's conv, interleaved, is lax.conv_transpose; gradients and penalty gradients too."""
+  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', 0)
+  x = jax.random.normal(jax.random.PRNGKey(12), (2, size, size + 1, 3))
+  k = jax.random.normal(jax.random.PRNGKey(13), (kernel, kernel, 3, 5)) * 0.3
+  ours = lambda x, k: conv_transpose(x, k, (stride, stride), padding)
+  ref = lambda x, k: lax.conv_transpose(x, k, (stride, stride), padding, dimension_numbers=DIMS)
+  assert jax.jit(ours)(x, k).shape == ref(x, k).shape
+  np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), atol=1e-5)
+  grad = lambda f, argnum: jax.jit(jax.grad(f, argnum), static_argnums=0)
+  loss = lambda conv, x, k: jnp.sum(jnp.sin(conv(x, k)))
+  penalty = lambda conv, x, k: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)))
+  for f in (loss, penalty):
+    for argnum in (1, 2):
+      np.testing.assert_allclose(grad(f, argnum)(ours, x, k), grad(f, argnum)(ref, x, k), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_module_is_flax_conv_transpose_with_the_same_params_and_dtype():
+  x = jax.random.normal(jax.random.PRNGKey(14), (2, 4, 4, 3))
+  for kwargs in ({'strides': (2, 2)}, {'strides': (2, 2), 'padding': 'VALID'}, {'dtype': jnp.bfloat16}):
+    ref = nn.ConvTranspose(6, (3, 3), **kwargs)
+    params = ref.init(jax.random.PRNGKey(15), x)
+    got, want = ConvTranspose(6, (3, 3), **kwargs).apply(params, x), ref.apply(params, x)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32), atol=2e-2)
