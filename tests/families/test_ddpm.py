@@ -17,7 +17,9 @@ def test_overfits_one_fixed_batch():
   family = get_family(config)
   source = make_source(config.data)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  state = jax.jit(lambda r: family.init(r, source.image_shape))(jax.random.PRNGKey(0))
+  # Replicated on the mesh from the start, as the loop does: else the step compiles twice (uncommitted, then not).
+  state = jax.jit(lambda r: family.init(r, source.image_shape), out_shardings=parallel.replicated(mesh))(
+      jax.random.PRNGKey(0))
   images = np.stack([source[i]['image'] for i in range(16)]).astype(np.float32) / 127.5 - 1.0
   batch = parallel.to_global_batch({'image': images[None]}, mesh)
   step = parallel.make_sharded_train_step(family.train_step, mesh)
@@ -57,7 +59,7 @@ def test_bad_settings_are_user_errors(key, value):
 def test_eval_reports_the_variational_bound_in_bits_per_dim(tmp_path):
   config = tiny_ddpm_config(total_steps=2, log_every=2, checkpoint_every=2, sample_every=2, eval_every=2,
                             eval_batches=1, **{'diffusion.eval_bpd': True, 'diffusion.num_timesteps': 1000})
-  result = train(config, str(tmp_path))
+  result = train(config, str(tmp_path), devices=jax.devices()[:1])
   e = result.eval_history[2]
   # An untrained net on 8-bit data: a few bits/dim, of which the prior term is ~0 (T=1000 reaches N(0, I))
   # and the decoder term > 0.

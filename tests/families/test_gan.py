@@ -46,7 +46,7 @@ def test_mlp_gan_learns_varied_digit_like_samples(tmp_path):
   config.data.num_threads = 1
   apply_overrides(config, {'total_steps': 400, 'log_every': 50, 'checkpoint_every': 400, 'sample_every': 400,
                            'num_samples': 64})
-  result = train(config, str(tmp_path))
+  result = train(config, str(tmp_path), devices=jax.devices()[:1])  # 5x faster than 8 simulated devices
   family = get_family(config)
   family.init(jax.random.PRNGKey(0), (28, 28, 1))
   samples = np.asarray(jax.jit(family.sample, static_argnums=2)(result.state, jax.random.PRNGKey(1), 64))
