@@ -3,7 +3,8 @@
 Command:  python main.py --config configs/dcgan_cifar.py --workdir runs/dcgan_cifar
 Expected: Inception Score ~6.2 reported for DCGAN on CIFAR-10 (unsupervised; e.g. Salimans et al. 2016,
           Gulrajani et al. 2017 tables); recognisable object-like samples after ~50k steps.
-Runtime:  ~1 h on one GPU for 100k steps; a D+G step takes ~0.15 s on a 2-core CPU.
+Runtime:  a D+G step takes 1.9 ms on one H200 (100k steps: minutes of step time; the input pipeline then
+          limits), ~0.15 s on a 2-core Sapphire Rapids CPU, ~0.56 s on a 2-core AMD EPYC.
 """
 
 from configs import dcgan_digits

@@ -7,7 +7,9 @@ Expected: the paper reports FID 3.17 and Inception Score 9.46 (unconditional, 50
           1000-step ancestral sampling) after 800k steps; its bound is <= 3.75 bits/dim on the test set.
 Hardware: the paper trained on a TPU v3-8 for 800k steps at ~21 steps/s (10.6 h per 800k steps per their
           appendix: ~0.05 s/step). Here the UNet has 35,746,307 params and a train step costs ~6 TFLOP at batch
-          128 (597 GFLOP at batch 16): about 2 days on one A100/H100-class GPU, months on a CPU.
+          128 (597 GFLOP at batch 16). Measured on one H200 (2026-11-26): 33.5 ms per step at batch 128, so
+          ~7.5 h of step time for 800k steps (plus input pipeline and checkpoints); step compile 43 s cold,
+          5 s from the persistent cache. Months on a CPU.
 Sample:   python main.py --config configs/ddpm_cifar.py --workdir runs/ddpm_cifar --mode sample
           --config.sample.num_samples=50000 --config.sampler.name=ddpm
 """
