@@ -181,8 +181,8 @@ def _conv2d_bwd(strides, padding, residuals, g):
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
-class Conv(nn.Module):
-  """Drop-in for `nn.Conv` (same 'kernel'/'bias' params and dtype handling, NHWC) built on `conv2d`."""
+class _ConvBase(nn.Module):
+  """Fields and params as flax's Conv / ConvTranspose name them ('kernel' [kh kw i o], 'bias' [o]), dtype promoted."""
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   strides: tuple[int, int] = (1, 1)
@@ -191,11 +191,18 @@ class Conv(nn.Module):
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def _promoted_params(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     kernel = self.param('kernel', self.kernel_init, (*self.kernel_size, x.shape[-1], self.features))
     bias = self.param('bias', self.bias_init, (self.features,))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+
+
+class Conv(_ConvBase):
+  """Drop-in for `nn.Conv` (same 'kernel'/'bias' params and dtype handling, NHWC) built on `conv2d`."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x, kernel, bias = self._promoted_params(x)
     padding = lax.padtype_to_pads(x.shape[1:3], self.kernel_size, self.strides, self.padding)
     return conv2d(x, kernel, tuple(self.strides), tuple(map(tuple, padding))) + bias
 
@@ -245,20 +252,11 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pa
   return einops.rearrange(jnp.stack(rows), 'a b n h w c -> n (h a) (w b) c')
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_ConvBase):
   """Drop-in for `nn.ConvTranspose` ('SAME'/'VALID' padding, no kernel dilation; same params and dtype handling)
   built on the phase form `conv_transpose`."""
-  features: int
-  kernel_size: tuple[int, int] = (3, 3)
-  strides: tuple[int, int] = (1, 1)
-  padding: str = 'SAME'
-  dtype: Any = None
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', self.kernel_init, (*self.kernel_size, x.shape[-1], self.features))
-    bias = self.param('bias', self.bias_init, (self.features,))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = self._promoted_params(x)
     return conv_transpose(x, kernel, tuple(self.strides), self.padding) + bias
