@@ -22,11 +22,7 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   and no input-dilated conv in the backward pass, which XLA:CPU runs ~8x slower (measured: 256->128 channels,
   4->8, batch 64: backward 111 ms as one transposed conv, 13 ms as phases). x [b h w i], kernel [4 4 i o].
   """
-  height, width = x.shape[1:3]
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  phases = [[conv2d(padded[:, a:a + height + 1, b:b + width + 1], kernel[a::2, b::2], (1, 1), ((0, 0), (0, 0)))
-             for b in range(2)] for a in range(2)]
-  return einops.rearrange(jnp.stack([jnp.stack(row) for row in phases]), 'a b n h w c -> n (h a) (w b) c')
+  return conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)))
 
 
 def transposed_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -217,16 +213,20 @@ def _transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
   raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
 
 
-def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: str) -> jax.Array:
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> jax.Array:
   """`lax.conv_transpose(x, kernel, strides, padding)` (flax ConvTranspose's op) as one small conv per output phase.
 
   Output row s*m + a only meets the kernel rows t = t0(a), t0 + s, ...: phase a is a stride-1 conv of the undilated
   input with kernel[t0::s], and depth-to-space interleaves the phases. Same FLOPs as the transposed conv, no zeros
   inserted, and every piece goes through `conv2d` (no input-dilated conv for XLA:CPU to differentiate slowly).
-  Falls back to lax's form when the output size is not a multiple of the stride. x [b h w i], kernel [kh kw i o].
+  Falls back to lax's form when the output size is not a multiple of the stride. padding: 'SAME', 'VALID' or lax's
+  explicit ((top, bottom), (left, right)) of the input-dilated form. x [b h w i], kernel [kh kw i o].
   """
   (kh, kw), (sh, sw) = kernel.shape[:2], strides
-  pads = [_transpose_pads(k, s, padding) for k, s in zip((kh, kw), strides)]
+  if isinstance(padding, str):
+    pads = [_transpose_pads(k, s, padding) for k, s in zip((kh, kw), strides)]
+  else:
+    pads = [tuple(p) for p in padding]
   out = [(n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(x.shape[1:3], strides, pads, (kh, kw))]
   if out[0] % sh or out[1] % sw:
     return lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=DIMS)
