@@ -32,6 +32,18 @@ def reference_transpose(x, k):
   return lax.conv_transpose(x, k, (2, 2), ((2, 2), (2, 2)), dimension_numbers=DIMS)
 
 
+def sin_loss(conv, x, k):
+  return jnp.sum(jnp.sin(conv(x, k)))
+
+
+def penalty(conv, x, k):  # what WGAN-GP differentiates: a function of the input gradient
+  return jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)))
+
+
+def compiled_grad(f, argnum):  # compiled: eager is slow on 8 devices
+  return jax.jit(jax.grad(f, argnum), static_argnums=0)
+
+
 @pytest.mark.parametrize('cin,cout', [(3, 8), (20, 24)])
 @pytest.mark.parametrize('rows_for_dots', [0, 10**9])  # the CPU kernel gradient as dots, and as XLA's conv
 def test_strided_conv_values_gradients_and_penalty_gradients_match_xla(cin, cout, rows_for_dots, monkeypatch):
@@ -39,16 +51,10 @@ def test_strided_conv_values_gradients_and_penalty_gradients_match_xla(cin, cout
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, cin))
   k = jax.random.normal(jax.random.PRNGKey(1), (4, 4, cin, cout)) * 0.3
   np.testing.assert_allclose(conv_4x4_s2(x, k), reference_conv(x, k), atol=1e-4)
-  loss = lambda conv, x, k: jnp.sum(jnp.sin(conv(x, k)))
   for argnum in (0, 1):
-    np.testing.assert_allclose(jax.grad(loss, argnum + 1)(conv_4x4_s2, x, k),
-                               jax.grad(loss, argnum + 1)(reference_conv, x, k), rtol=1e-4, atol=1e-4)
-
-  def penalty(conv, k):  # what WGAN-GP differentiates w.r.t. the critic's params
-    grad_x = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)
-    return jnp.sum(jnp.square(grad_x))
-
-  np.testing.assert_allclose(jax.grad(penalty, 1)(conv_4x4_s2, k), jax.grad(penalty, 1)(reference_conv, k),
+    np.testing.assert_allclose(jax.grad(sin_loss, argnum + 1)(conv_4x4_s2, x, k),
+                               jax.grad(sin_loss, argnum + 1)(reference_conv, x, k), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(jax.grad(penalty, 2)(conv_4x4_s2, x, k), jax.grad(penalty, 2)(reference_conv, x, k),
                              rtol=1e-4, atol=1e-3)
 
 
@@ -81,13 +87,11 @@ def test_conv2d_values_and_both_gradients_match_xla(kernel, stride, size, monkey
   ours = lambda x, k: conv2d(x, k, (stride, stride), pads)
   ref = lambda x, k: lax.conv_general_dilated(x, k, (stride, stride), pads, dimension_numbers=DIMS)
   np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), atol=1e-5)
-  grad = lambda f, argnum: jax.jit(jax.grad(f, argnum), static_argnums=0)  # compiled: eager is slow on 8 devices
-  loss = lambda conv, x, k: jnp.sum(jnp.sin(conv(x, k)))
   for argnum in (1, 2):
-    np.testing.assert_allclose(grad(loss, argnum)(ours, x, k), grad(loss, argnum)(ref, x, k), rtol=1e-5, atol=1e-5)
-  penalty = lambda conv, x, k: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)))
+    np.testing.assert_allclose(compiled_grad(sin_loss, argnum)(ours, x, k), compiled_grad(sin_loss, argnum)(ref, x, k),
+                               rtol=1e-5, atol=1e-5)
   for argnum in (1, 2):  # the critic's params (WGAN-GP), and the input (a penalty's own input gradient)
-    np.testing.assert_allclose(grad(penalty, argnum)(ours, x, k), grad(penalty, argnum)(ref, x, k),
+    np.testing.assert_allclose(compiled_grad(penalty, argnum)(ours, x, k), compiled_grad(penalty, argnum)(ref, x, k),
                                rtol=1e-4, atol=1e-4)
 
 
@@ -131,12 +135,10 @@ def test_phase_conv_transpose_values_and_gradients_match_lax(kernel, stride, pad
   ref = lambda x, k: lax.conv_transpose(x, k, (stride, stride), padding, dimension_numbers=DIMS)
   assert jax.jit(ours)(x, k).shape == ref(x, k).shape
   np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), atol=1e-5)
-  grad = lambda f, argnum: jax.jit(jax.grad(f, argnum), static_argnums=0)
-  loss = lambda conv, x, k: jnp.sum(jnp.sin(conv(x, k)))
-  penalty = lambda conv, x, k: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x)))
-  for f in (loss, penalty):
+  for f in (sin_loss, penalty):
     for argnum in (1, 2):
-      np.testing.assert_allclose(grad(f, argnum)(ours, x, k), grad(f, argnum)(ref, x, k), rtol=1e-4, atol=1e-4)
+      np.testing.assert_allclose(compiled_grad(f, argnum)(ours, x, k), compiled_grad(f, argnum)(ref, x, k),
+                                 rtol=1e-4, atol=1e-4)
 
 
 def test_conv_transpose_module_is_flax_conv_transpose_with_the_same_params_and_dtype():
