@@ -209,7 +209,7 @@ def _transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
     before = k - 1 if s > k - 1 else (k + s - 1) // 2
     return before, k + s - 2 - before
   if padding == 'VALID':
-    return k - 1, k + s - 2 + max(k - s, 0) - (k - 1)
+    return k - 1, s - 1 + max(k - s, 0)
   raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
 
 
