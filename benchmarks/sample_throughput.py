@@ -19,7 +19,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gen_jax import parallel  # noqa: E402
+from gen_jax import compiler, parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
 from gen_jax.sample import make_sharded_sampler  # noqa: E402
 
@@ -37,7 +37,7 @@ def main(argv):
   shape = tuple(int(v) for v in FLAGS.image_shape.split(','))
   mesh = parallel.make_mesh()
   family = get_family(config)
-  state = jax.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
+  state = compiler.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
   draw = make_sharded_sampler(family, mesh, FLAGS.batch)
   key = jax.random.PRNGKey(1)
   t0 = time.perf_counter()

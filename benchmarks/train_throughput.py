@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gen_jax import parallel  # noqa: E402
+from gen_jax import compiler, parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -50,7 +50,7 @@ def main(argv):
   parallel.check_batch_divisible(config.global_batch_size, mesh)
   shape, k, batch = image_shape(config), config.steps_per_call, config.global_batch_size
   family = get_family(config)
-  state = jax.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
+  state = compiler.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()
   n = k * family.batches_per_step

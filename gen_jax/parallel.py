@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gen_jax import compiler
 from gen_jax.errors import UserError
 
 DATA = 'data'
@@ -82,7 +83,7 @@ def make_sharded_train_step(step_fn: Callable, mesh: Mesh, batches_per_step: int
     return jax.lax.scan(step_fn, state, batches)
 
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=(P(), P()))
-  return jax.jit(sharded, donate_argnums=0)
+  return compiler.jit(sharded, donate_argnums=0)
 
 
 def make_sharded_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:
@@ -91,7 +92,7 @@ def make_sharded_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:
   def per_device(state, batches):
     return eval_fn(state, jax.tree.map(lambda x: x[0], batches))
 
-  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=P()))
+  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=P()))
 
 
 def value_and_global_mean_grad(loss_fn: Callable, has_aux: bool = False) -> Callable:

@@ -14,7 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from gen_jax import images, parallel
+from gen_jax import compiler, images, parallel
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source
 from gen_jax.errors import UserError
@@ -29,7 +29,7 @@ def make_sharded_sampler(family, mesh, batch_size: int):
     key = jax.random.fold_in(key, jax.lax.axis_index(parallel.DATA))
     return family.sample(state, key, per_device)
 
-  return jax.jit(jax.shard_map(draw, mesh=mesh, in_specs=(P(), P()), out_specs=P(parallel.DATA)))
+  return compiler.jit(jax.shard_map(draw, mesh=mesh, in_specs=(P(), P()), out_specs=P(parallel.DATA)))
 
 
 def sample(config, workdir: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from gen_jax import images, parallel
+from gen_jax import compiler, images, parallel
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source, make_train_iterator
 from gen_jax.data.pipeline import make_train_dataset
@@ -69,10 +69,10 @@ class Trainer:
     self.data = make_train_iterator(self.source, config, jax.process_index(), jax.process_count(),
                                     self.family.batches_per_step)
     self.replicated = parallel.replicated(self.mesh)
-    self._init = jax.jit(functools.partial(self.family.init, image_shape=tuple(self.source.image_shape)),
-                         out_shardings=self.replicated)
+    self._init = compiler.jit(functools.partial(self.family.init, image_shape=tuple(self.source.image_shape)),
+                              out_shardings=self.replicated)
     self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh, self.family.batches_per_step)
-    self._sample = jax.jit(self.family.sample, static_argnums=2, out_shardings=self.replicated)
+    self._sample = compiler.jit(self.family.sample, static_argnums=2, out_shardings=self.replicated)
     self.eval_data = self._eval_dataset() if config.eval_every else None
     self._eval = parallel.make_sharded_eval_step(self.family.eval_step, self.mesh)
 

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.models.layers import Conv
+from gen_jax.models.layers import Conv, GroupNorm
 
 # TF `default_init`: variance scaling over fan_avg, uniform; biases zero.
 default_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
@@ -69,10 +69,10 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
-    h = nn.silu(nn.GroupNorm(self.num_groups, dtype=self.dtype, name='norm1')(x))
+    h = nn.silu(GroupNorm(self.num_groups, dtype=self.dtype, name='norm1')(x))
     h = _conv(self.out_ch, 'conv1', self.dtype)(h)
     h = h + einops.rearrange(_dense(self.out_ch, 'temb_proj', self.dtype)(nn.silu(temb)), 'b c -> b 1 1 c')
-    h = nn.silu(nn.GroupNorm(self.num_groups, dtype=self.dtype, name='norm2')(h))
+    h = nn.silu(GroupNorm(self.num_groups, dtype=self.dtype, name='norm2')(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = _conv(self.out_ch, 'conv2', self.dtype, init=zero_init)(h)
     if x.shape[-1] != self.out_ch:
@@ -88,7 +88,7 @@ class AttnBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     _, height, _, c = x.shape
-    h = nn.GroupNorm(self.num_groups, dtype=self.dtype, name='norm')(x)
+    h = GroupNorm(self.num_groups, dtype=self.dtype, name='norm')(x)
     h = einops.rearrange(h, 'b h w c -> b (h w) c')
     q, k, v = (_dense(c, name, self.dtype)(h) for name in ('q', 'k', 'v'))
     h = _dense(c, 'proj_out', self.dtype, init=zero_init)(_attention(q, k, v))
@@ -103,7 +103,7 @@ class CrossAttnBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array | None = None) -> jax.Array:
     _, height, _, c = x.shape
-    h = nn.GroupNorm(self.num_groups, dtype=self.dtype, name='norm')(x)
+    h = GroupNorm(self.num_groups, dtype=self.dtype, name='norm')(x)
     q = _dense(c, 'q', self.dtype)(einops.rearrange(h, 'b h w c -> b (h w) c'))
     k, v = (_dense(c, name, self.dtype)(context) for name in ('k', 'v'))
     h = _dense(c, 'proj_out', self.dtype, init=zero_init)(_attention(q, k, v, context_mask))
@@ -171,6 +171,6 @@ class UNet(nn.Module):
         h = _conv(h.shape[-1], f'up_{level}_upsample', dtype)(h)
     assert not hs
 
-    h = nn.silu(nn.GroupNorm(groups, dtype=dtype, name='norm_out')(h))
+    h = nn.silu(GroupNorm(groups, dtype=dtype, name='norm_out')(h))
     out_ch = in_ch if self.out_channels is None else self.out_channels
     return _conv(out_ch, 'conv_out', dtype, init=zero_init)(h).astype(jnp.float32)

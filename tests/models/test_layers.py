@@ -1,4 +1,4 @@
-"""Faster conv forms must equal XLA's plain ones, including the second derivatives a gradient penalty takes."""
+"""Faster conv and GroupNorm forms must equal lax's / flax's, incl. the second derivatives a gradient penalty takes."""
 
 import flax.linen as nn
 import jax
@@ -10,12 +10,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gen_jax import parallel
-from gen_jax.models import layers
 from gen_jax.models.layers import (
   DIMS,
   Conv,
   ConvTranspose,
   DownConv4x4,
+  GroupNorm,
   conv2d,
   conv_4x4_s2,
   conv_transpose,
@@ -45,9 +45,7 @@ def compiled_grad(f, argnum):  # compiled: eager is slow on 8 devices
 
 
 @pytest.mark.parametrize('cin,cout', [(3, 8), (20, 24)])
-@pytest.mark.parametrize('rows_for_dots', [0, 10**9])  # the CPU kernel gradient as dots, and as XLA's conv
-def test_strided_conv_values_gradients_and_penalty_gradients_match_xla(cin, cout, rows_for_dots, monkeypatch):
-  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', rows_for_dots)
+def test_strided_conv_values_gradients_and_penalty_gradients_match_xla(cin, cout):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, cin))
   k = jax.random.normal(jax.random.PRNGKey(1), (4, 4, cin, cout)) * 0.3
   np.testing.assert_allclose(conv_4x4_s2(x, k), reference_conv(x, k), atol=1e-4)
@@ -78,9 +76,8 @@ def test_down_conv_module_matches_flax_conv_with_the_same_params(size):
 
 
 @pytest.mark.parametrize('kernel,stride,size', [(3, 1, 6), (3, 2, 6), (3, 2, 7), (1, 1, 5), (4, 2, 8), (2, 1, 5)])
-def test_conv2d_values_and_both_gradients_match_xla(kernel, stride, size, monkeypatch):
-  """The CPU kernel gradient (one dot per tap) against XLA's, incl. the second derivative a penalty takes."""
-  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', 0)  # the dots even on these small images
+def test_conv2d_values_and_both_gradients_match_xla(kernel, stride, size):
+  """conv2d's backward (stride-1 input gradients as conv2d) against XLA's, incl. a penalty's second derivative."""
   x = jax.random.normal(jax.random.PRNGKey(6), (2, size, size, 5))
   k = jax.random.normal(jax.random.PRNGKey(7), (kernel, kernel, 5, 7)) * 0.3
   pads = tuple(map(tuple, lax.padtype_to_pads((size, size), (kernel, kernel), (stride, stride), 'SAME')))
@@ -105,9 +102,8 @@ def test_conv_module_is_flax_conv_with_the_same_params_and_dtype():
     np.testing.assert_allclose(got.astype(jnp.float32), ref.apply(params, x).astype(jnp.float32), atol=2e-2)
 
 
-def test_kernel_gradient_of_a_replicated_kernel_is_summed_over_devices(monkeypatch):
+def test_kernel_gradient_of_a_replicated_kernel_is_summed_over_devices():
   """Under shard_map a replicated kernel's gradient must be the sum over the 8 devices' shards, as lax's conv."""
-  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', 0)
   mesh = parallel.make_mesh()
   x = jax.random.normal(jax.random.PRNGKey(10), (mesh.size * 2, 6, 6, 3))
   k = jax.random.normal(jax.random.PRNGKey(11), (3, 3, 3, 4))
@@ -126,9 +122,8 @@ def test_kernel_gradient_of_a_replicated_kernel_is_summed_over_devices(monkeypat
 
 @pytest.mark.parametrize('kernel,stride,padding,size', [(3, 2, 'SAME', 4), (3, 2, 'VALID', 4), (4, 2, 'SAME', 5),
                                                         (1, 2, 'SAME', 3), (5, 3, 'SAME', 3), (3, 1, 'SAME', 5)])
-def test_phase_conv_transpose_values_and_gradients_match_lax(kernel, stride, padding, size, monkeypatch):
+def test_phase_conv_transpose_values_and_gradients_match_lax(kernel, stride, padding, size):
   """Every output phase's conv, interleaved, is lax.conv_transpose; gradients and penalty gradients too."""
-  monkeypatch.setattr(layers, 'MIN_ROWS_FOR_DOTS', 0)
   x = jax.random.normal(jax.random.PRNGKey(12), (2, size, size + 1, 3))
   k = jax.random.normal(jax.random.PRNGKey(13), (kernel, kernel, 3, 5)) * 0.3
   ours = lambda x, k: conv_transpose(x, k, (stride, stride), padding)
@@ -149,3 +144,41 @@ def test_conv_transpose_module_is_flax_conv_transpose_with_the_same_params_and_d
     got, want = ConvTranspose(6, (3, 3), **kwargs).apply(params, x), ref.apply(params, x)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32), atol=2e-2)
+
+
+def perturbed(params, seed):  # away from the ones/zeros init, so scale and bias matter
+  return jax.tree.map(lambda v: v + 0.3 * jax.random.normal(jax.random.PRNGKey(seed), v.shape), params)
+
+
+@pytest.mark.parametrize('shape,groups', [((3, 6, 5, 12), 4), ((2, 7, 16), 1)])
+def test_group_norm_values_gradients_and_penalty_gradients_match_flax(shape, groups):
+  x = jax.random.normal(jax.random.PRNGKey(16), shape) * 3 + 1
+  ref, ours = nn.GroupNorm(groups), GroupNorm(groups)
+  params = ref.init(jax.random.PRNGKey(17), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(17), x)) == jax.tree.map(jnp.shape, params)
+  params = perturbed(params, 18)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=2e-5)
+  loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * x)
+  pen = lambda module: lambda p, x: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(p, x))))(x)))
+  for f, tol in ((loss, 1e-4), (pen, 1e-3)):
+    got, want = (jax.jit(jax.grad(f(module), (0, 1)))(params, x) for module in (ours, ref))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_group_norm_rejects_channels_that_do_not_split_into_groups():
+  with pytest.raises(ValueError, match='divisible'):
+    GroupNorm(32).init(jax.random.PRNGKey(0), jnp.ones((1, 2, 2, 48)))
+
+
+def test_group_norm_param_gradients_are_summed_over_devices():
+  """Replicated scale and bias meet per-device maps: their gradients must be the 8 shards' sum, as flax's."""
+  mesh = parallel.make_mesh()
+  x = jax.random.normal(jax.random.PRNGKey(19), (mesh.size * 2, 4, 4, 8))
+  params = perturbed(nn.GroupNorm(4).init(jax.random.PRNGKey(20), x), 21)
+  per_device = lambda p, x: jax.grad(lambda p: jnp.sum(jnp.sin(GroupNorm(4).apply(p, x))))(p)
+  sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)), out_specs=P()))(
+      params, jax.device_put(x, NamedSharding(mesh, P(parallel.DATA))))
+  single = jax.grad(lambda p: jnp.sum(jnp.sin(nn.GroupNorm(4).apply(p, x))))(params)
+  for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
