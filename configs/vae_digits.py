@@ -4,7 +4,8 @@ Command:  python main.py --config configs/vae_digits.py --workdir runs/vae_digit
 Expected: negative ELBO falls from ~122 nats (step 100) to ~34 nats at step 2000 (Bernoulli likelihood on
           binarised 16x16 digits: ~0.19 bits/dim; KL ~20 nats), and runs/vae_digits/samples/step_002000.png
           shows recognisable digits.
-Runtime:  ~5 minutes on a 2-core CPU (Sapphire Rapids, ~7 steps/s at batch 128), compile included.
+Runtime:  ~5 minutes on a 2-core Sapphire Rapids CPU (~7 steps/s at batch 128), ~11 minutes on a 2-core AMD EPYC
+          (~3.1 steps/s), compile included.
 """
 
 from configs import default

@@ -5,7 +5,7 @@ Adam lr 1e-4, betas (0.0, 0.9), batch 64; ResNet generator/critic (--config.mode
 Command:  python main.py --config configs/wgan_gp_cifar.py --workdir runs/wgan_gp_cifar
 Expected: the paper's Inception Scores: 7.86 (ResNet, unsupervised), ~7.4 (DCGAN-style), after 100k G steps.
 Runtime:  one 5:1 iteration (5 critic + 1 generator update) takes 23 ms on one H200, so 100k generator steps
-          are ~40 min of step time (the input pipeline may then limit); 35 s on a 2-core EPYC CPU: GPU only.
+          are ~40 min of step time (the input pipeline may then limit); 25 s on a 2-core EPYC CPU: GPU only.
 """
 
 from configs import default
