@@ -26,11 +26,13 @@ def options() -> dict[str, str] | None:
     return None
   flags = os.environ.get('XLA_FLAGS', '')
   chosen = {name: value for name, value in CPU_OPTIONS.items() if name not in flags}
+  if not chosen:
+    return None
   try:
     jax.jit(lambda x: x + 1, compiler_options=chosen).lower(1.0).compile()
   except Exception:  # pylint: disable=broad-except  # the option is experimental; its absence is not an error
     return None
-  return chosen or None
+  return chosen
 
 
 def jit(fun: Callable, **kwargs: Any) -> Callable:
