@@ -10,7 +10,7 @@ Why this shape:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import numpy as np
@@ -33,21 +33,34 @@ class _ProcessBlock:
     return self._stream[step * self._b * self._n + self._p * self._b + offset]
 
 
-def _normalise(random_flip: bool, class_names):
+Tokenize = Callable[[str], dict[str, np.ndarray]]  # free text -> {'tokens' [L], 'token_mask' [L]}
+
+
+def _normalise(random_flip: bool, class_names, caption_templates: int = 0, tokenize: Tokenize | None = None):
   def transform(record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     image = record['image'].astype(np.float32) / 127.5 - 1.0  # uint8 [h w c] -> float32 in [-1, 1]
     if random_flip and rng.random() < 0.5:
       image = image[:, ::-1, :]
     label = int(record['label'])
-    return {'image': np.ascontiguousarray(image), 'label': np.int32(label),
-            'class_name': class_names[label] if label < len(class_names) else ''}
+    out = {'image': np.ascontiguousarray(image), 'label': np.int32(label),
+           'class_name': class_names[label] if label < len(class_names) else ''}
+    if tokenize is not None:  # free-text captions travel as tokens
+      out.update(tokenize(record['text']))
+    elif caption_templates:  # templated: an id into captions.CaptionTable, drawn per example and epoch
+      out['caption'] = np.int32(label * caption_templates + rng.integers(caption_templates))
+    return out
   return transform
 
 
 def make_train_dataset(source: ImageSource, *, seed: int, global_batch_size: int, steps_per_call: int = 1,
-                       random_flip: bool = False, process_index: int = 0, process_count: int = 1
-                       ) -> grain.MapDataset:
-  """Infinite dataset whose element k is this process's share of calls k: arrays [K b ...] (K = steps_per_call)."""
+                       random_flip: bool = False, process_index: int = 0, process_count: int = 1,
+                       caption_templates: int = 0, tokenize: Tokenize | None = None) -> grain.MapDataset:
+  """Infinite dataset whose element k is this process's share of calls k: arrays [K b ...] (K = steps_per_call).
+
+  `caption_templates` > 0 adds `caption` (int32 id into the dataset's caption table); `tokenize` instead turns the
+  source's free-text `text` into `tokens` / `token_mask`. Both are drawn after the flip, so image streams are the
+  same with or without captions.
+  """
   if global_batch_size % process_count:
     raise UserError(f'global_batch_size={global_batch_size} does not divide by the {process_count} processes; '
                     f'choose a multiple of {process_count}.')
@@ -58,7 +71,8 @@ def make_train_dataset(source: ImageSource, *, seed: int, global_batch_size: int
   stream = (grain.MapDataset.source(source)
             .shuffle(seed=seed)
             .repeat(None)  # reshuffled every epoch
-            .random_map(_normalise(random_flip, tuple(source.class_names)), seed=seed + 1))
+            .random_map(_normalise(random_flip, tuple(source.class_names), caption_templates, tokenize),
+                        seed=seed + 1))
   local = grain.MapDataset.source(_ProcessBlock(stream, local_batch, process_index, process_count))
   return local.batch(local_batch, drop_remainder=True).batch(steps_per_call, drop_remainder=True)
 
@@ -84,9 +98,11 @@ class TrainIterator:
 
 
 def make_train_iterator(source: ImageSource, config, process_index: int, process_count: int,
-                        batches_per_step: int = 1) -> TrainIterator:
+                        batches_per_step: int = 1, caption_templates: int = 0,
+                        tokenize: Tokenize | None = None) -> TrainIterator:
   dataset = make_train_dataset(source, seed=config.seed, global_batch_size=config.global_batch_size,
                                steps_per_call=config.steps_per_call * batches_per_step,
                                random_flip=config.data.random_flip,
-                               process_index=process_index, process_count=process_count)
+                               process_index=process_index, process_count=process_count,
+                               caption_templates=caption_templates, tokenize=tokenize)
   return TrainIterator(dataset, num_threads=config.data.num_threads)

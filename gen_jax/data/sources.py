@@ -15,9 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gen_jax.data.captions import DIGIT_NAMES
 from gen_jax.errors import UserError
 
-MNIST_CLASSES = tuple(str(i) for i in range(10))
+MNIST_CLASSES = DIGIT_NAMES  # readable names ('seven'), so captions read naturally
 FASHION_MNIST_CLASSES = ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker',
                          'bag', 'ankle boot')
 
@@ -29,6 +30,7 @@ class ImageSource:
   labels: np.ndarray | None
   class_names: Sequence[str]
   image_shape: tuple[int, int, int]
+  caption_key: str = ''  # TFDS: a text feature passed on as 'text' (free-text captions)
 
   def __len__(self) -> int:
     return len(self.images)
@@ -36,7 +38,11 @@ class ImageSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     if self.labels is None:  # TFDS: records are already dicts
       record = self.images[index]
-      return {'image': np.asarray(record['image'], np.uint8), 'label': np.int32(record.get('label', 0))}
+      out = {'image': np.asarray(record['image'], np.uint8), 'label': np.int32(record.get('label', 0))}
+      if self.caption_key:
+        text = record[self.caption_key]
+        out['text'] = text.decode('utf-8') if isinstance(text, bytes) else str(text)
+      return out
     return {'image': self.images[index], 'label': np.int32(self.labels[index])}
 
 
@@ -184,7 +190,13 @@ def _tfds_source(data_config) -> ImageSource:
   features = builder.info.features
   label = features['label'] if 'label' in features else None
   class_names = tuple(label.names) if label is not None and hasattr(label, 'names') else ('',)
+  if class_names == tuple(str(i) for i in range(10)):
+    class_names = MNIST_CLASSES  # e.g. TFDS mnist's '0'..'9': readable names, for captions
   shape = tuple(features['image'].shape)
   if None in shape:
     raise UserError(f'TFDS dataset {name!r} has variable-size images {shape}; gen_jax needs a fixed size.')
-  return ImageSource(source, None, class_names, shape)
+  caption_key = data_config.get('caption_key', '')
+  if caption_key and caption_key not in features:
+    raise UserError(f'TFDS dataset {name!r} has no feature {caption_key!r} for data.caption_key; its features '
+                    f'are {sorted(features.keys())}.')
+  return ImageSource(source, None, class_names, shape, caption_key)

@@ -7,6 +7,7 @@ import pytest
 
 from configs import default
 from gen_jax.data import make_source
+from gen_jax.data.captions import DIGIT_NAMES
 from gen_jax.data.pipeline import TrainIterator, make_train_dataset, make_train_iterator
 from gen_jax.data.sources import ImageSource
 from gen_jax.errors import UserError
@@ -56,7 +57,7 @@ def test_element_layout_on_digits():
     assert image.min() >= -1.0 and image.max() <= 1.0
     assert image.min() == -1.0 and image.max() > 0.9  # the whole range is used, not e.g. [0, 1/127.5]
     assert set(label.ravel()) <= set(range(10))
-    assert [str(c) for c in class_name.ravel()] == [str(int(i)) for i in label.ravel()]
+    assert [str(c) for c in class_name.ravel()] == [DIGIT_NAMES[int(i)] for i in label.ravel()]
 
 
 def test_images_and_class_names_belong_to_their_labels():

@@ -67,7 +67,8 @@ def test_digits_train_and_test_splits():
     assert isinstance(source, ImageSource)
     assert source.image_shape == (16, 16, 1)
     assert source.images.shape == (len(labels), 16, 16, 1) and source.images.dtype == np.uint8
-    assert tuple(source.class_names) == tuple(str(i) for i in range(10))
+    assert tuple(source.class_names) == ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight',
+                                         'nine')  # readable, for captions
     np.testing.assert_array_equal(source.labels, labels)
     assert set(np.unique(source.labels)) == set(range(10))
     record = source[5]
