@@ -32,6 +32,14 @@ def _check(name: str, value: str, allowed: tuple[str, ...]):
     raise ValueError(f'unknown {name} {value!r}; expected one of {allowed}')
 
 
+def dynamic_threshold(x0: jax.Array, percentile: float) -> jax.Array:
+  """Imagen's dynamic thresholding (Saharia et al. 2022): s = max(1, the `percentile` quantile of |x0| per
+  example); x0 is clipped to [-s, s] and divided by s, so saturated pixels are pushed inwards instead of clipped."""
+  s = jnp.quantile(jnp.abs(x0).reshape(x0.shape[0], -1), percentile, axis=1)
+  s = jnp.maximum(s, 1.0).reshape(-1, *([1] * (x0.ndim - 1)))
+  return jnp.clip(x0, -s, s) / s
+
+
 def _gather(table: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
   """table[t] for t [b], shaped [b 1 1 1] so it broadcasts against x [b h w c]."""
   return jnp.reshape(table[t], t.shape + (1,) * (x.ndim - t.ndim)).astype(x.dtype)
@@ -150,8 +158,11 @@ class GaussianDiffusion:
     return self.v_target(x0, noise, t)
 
   def x0_from_prediction(self, kind: str, xt: jax.Array, t: jax.Array, pred: jax.Array,
-                         clip: bool = False) -> jax.Array:
-    """The model's estimate of x0, optionally clipped to the data range [-1, 1]."""
+                         clip: bool = False, threshold: float = 0.0) -> jax.Array:
+    """The model's estimate of x0, optionally clipped to the data range [-1, 1].
+
+    `threshold` p in (0, 1) replaces the static clip by Imagen's dynamic thresholding at percentile p.
+    """
     _check('kind', kind, KINDS)
     if kind == 'eps':
       x0 = self.predict_x0_from_eps(xt, t, pred)
@@ -159,6 +170,8 @@ class GaussianDiffusion:
       x0 = pred
     else:
       x0 = self.predict_x0_from_v(xt, t, pred)
+    if threshold:
+      return dynamic_threshold(x0, threshold)
     return jnp.clip(x0, -1.0, 1.0) if clip else x0
 
   def training_loss(self, kind: str, model_out: jax.Array, x0: jax.Array, noise: jax.Array,
@@ -170,7 +183,7 @@ class GaussianDiffusion:
   # Reverse process.
 
   def p_mean_variance(self, kind: str, model_out: jax.Array, xt: jax.Array, t: jax.Array,
-                      variance: str = 'fixed_small', clip_x0: bool = True):
+                      variance: str = 'fixed_small', clip_x0: bool = True, threshold: float = 0.0):
     """p(x_{t-1}|x_t) -> (mean, var, log_var, x0_pred), all [b h w c].
 
     The mean is the posterior mean with x0 replaced by the model's (optionally clipped) estimate. The variance
@@ -178,7 +191,7 @@ class GaussianDiffusion:
     entry set to the posterior variance at t = 1, which gives a better decoder likelihood).
     """
     _check('variance', variance, VARIANCES)
-    x0_pred = self.x0_from_prediction(kind, xt, t, model_out, clip=clip_x0)
+    x0_pred = self.x0_from_prediction(kind, xt, t, model_out, clip=clip_x0, threshold=threshold)
     mean, _, _ = self.q_posterior_mean_variance(x0_pred, xt, t)
     if variance == 'fixed_small':
       var_table, log_var_table = self.posterior_variance, self.posterior_log_variance_clipped

@@ -8,9 +8,10 @@ paper's checkpoints map over by name. Layers the paper initialises with scale 1e
 attention output projections, conv_out) are zero here, so every residual branch starts as the identity and the
 network's initial output is 0.
 
-Cross-attention to a text embedding (`context` [b n d]) is a hook for conditional models: a `CrossAttnBlock` after
-every self-attention block, created only when `context` is given, so unconditional checkpoints and parameter counts
-are unchanged; its zero-initialised output projection makes a freshly added block the identity.
+Text conditioning (gen_jax/families/text_ddpm.py): a multi-head `CrossAttnBlock` to the text tokens (`context`
+[b n d]) after every self-attention block, and a pooled text embedding added to the timestep embedding. Both are
+created only when given, so unconditional checkpoints and parameter counts are unchanged; the cross-attention's
+zero-initialised output projection makes a freshly added block the identity.
 """
 
 from __future__ import annotations
@@ -48,16 +49,18 @@ def _dense(features: int, name: str, dtype: Any, init=default_init) -> nn.Dense:
   return nn.Dense(features, dtype=dtype, kernel_init=init, name=name)
 
 
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Single-head softmax attention: q [b i c], k v [b j c], mask [b j] (True = attend) -> [b i c].
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+               heads: int = 1) -> jax.Array:
+  """Softmax attention with `heads` heads: q [b i (h c)], k v [b j (h c)], mask [b j] (True = attend) -> [b i (h c)].
 
   Logits and softmax run in float32 so bfloat16 computation doesn't saturate them.
   """
-  logits = jnp.einsum('bic,bjc->bij', q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
+  q, k, v = (einops.rearrange(y, 'b i (h c) -> b h i c', h=heads) for y in (q, k, v))
+  logits = jnp.einsum('bhic,bhjc->bhij', q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
   if mask is not None:
-    logits = jnp.where(mask[:, None, :], logits, jnp.finfo(jnp.float32).min)
+    logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum('bij,bjc->bic', weights, v)
+  return einops.rearrange(jnp.einsum('bhij,bhjc->bhic', weights, v), 'b h i c -> b i (h c)')
 
 
 class ResBlock(nn.Module):
@@ -99,6 +102,7 @@ class CrossAttnBlock(nn.Module):
   """Attention from image positions to context tokens, residual: [b h w c], [b n d], mask [b n] -> [b h w c]."""
   num_groups: int
   dtype: Any
+  heads: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array | None = None) -> jax.Array:
@@ -106,7 +110,7 @@ class CrossAttnBlock(nn.Module):
     h = GroupNorm(self.num_groups, dtype=self.dtype, name='norm')(x)
     q = _dense(c, 'q', self.dtype)(einops.rearrange(h, 'b h w c -> b (h w) c'))
     k, v = (_dense(c, name, self.dtype)(context) for name in ('k', 'v'))
-    h = _dense(c, 'proj_out', self.dtype, init=zero_init)(_attention(q, k, v, context_mask))
+    h = _dense(c, 'proj_out', self.dtype, init=zero_init)(_attention(q, k, v, context_mask, self.heads))
     return x + einops.rearrange(h, 'b (h w) c -> b h w c', h=height)
 
 
@@ -115,6 +119,10 @@ class UNet(nn.Module):
 
   `dtype` is the computation dtype (e.g. bfloat16); parameters and the timestep sinusoids stay float32.
   Dropout (inside ResBlocks) needs a 'dropout' rng when train=True.
+
+  Conditioning (text-to-image): `context` [b n d] token states with `context_mask` [b n] feed the cross-attention
+  blocks (`cross_attn_heads` heads; projected to `context_dim` first when set), and `pooled` [b e] (a sentence
+  embedding) is projected and added to the timestep embedding. Without them the net is the unconditional one.
   """
   ch: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -124,10 +132,12 @@ class UNet(nn.Module):
   out_channels: int | None = None
   num_groups: int = 32
   dtype: Any = jnp.float32
+  cross_attn_heads: int = 1
+  context_dim: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, *, train: bool, context: jax.Array | None = None,
-               context_mask: jax.Array | None = None) -> jax.Array:
+               context_mask: jax.Array | None = None, pooled: jax.Array | None = None) -> jax.Array:
     _, height, width, in_ch = x.shape
     factor = 2 ** (len(self.ch_mult) - 1)
     if height % factor or width % factor:
@@ -138,12 +148,19 @@ class UNet(nn.Module):
     def attention(h, name):  # self-attention, then cross-attention when conditioning on a context
       h = AttnBlock(groups, dtype, name=name)(h)
       if context is not None:
-        h = CrossAttnBlock(groups, dtype, name=f'cross_{name}')(h, context.astype(dtype), context_mask)
+        h = CrossAttnBlock(groups, dtype, self.cross_attn_heads, name=f'cross_{name}')(h, context, context_mask)
       return h
+
+    if context is not None:
+      context = context.astype(dtype)
+      if self.context_dim:
+        context = _dense(self.context_dim, 'context_proj', dtype)(context)
 
     temb = timestep_embedding(t, self.ch)
     temb = _dense(4 * self.ch, 'temb_dense0', dtype)(temb)
     temb = _dense(4 * self.ch, 'temb_dense1', dtype)(nn.silu(temb))
+    if pooled is not None:
+      temb = temb + _dense(4 * self.ch, 'pooled_proj', dtype)(pooled.astype(dtype))
 
     hs = [_conv(self.ch, 'conv_in', dtype)(x.astype(dtype))]
     for level, mult in enumerate(self.ch_mult):

@@ -163,3 +163,37 @@ def test_rejects_indivisible_size():
   model = UNet(**{**TINY, 'ch_mult': (1, 2, 2)})
   with pytest.raises(ValueError, match='divisible'):
     model.init(jax.random.key(0), jnp.zeros((1, 30, 30, 1)), jnp.zeros((1,)), train=False)
+
+
+def test_multi_head_attention_is_single_heads_on_channel_groups():
+  from gen_jax.models.unet import _attention
+  rng = np.random.default_rng(0)
+  q, k, v = (rng.standard_normal((2, n, 8), dtype=np.float32) for n in (5, 3, 3))
+  mask = np.array([[True, True, False], [True, False, False]])
+  groups = [_attention(q[..., i:i + 4], k[..., i:i + 4], v[..., i:i + 4], mask) for i in (0, 4)]
+  np.testing.assert_allclose(_attention(q, k, v, mask, heads=2), np.concatenate(groups, -1), atol=1e-6)
+  # a masked-out token has no influence on any head
+  k2, v2 = k.copy(), v.copy()
+  k2[0, 2] += 5.0
+  v2[1, 1:] -= 3.0
+  np.testing.assert_allclose(_attention(q, k2, v2, mask, heads=2), _attention(q, k, v, mask, heads=2), atol=1e-6)
+
+
+def test_pooled_embedding_and_context_projection_condition_the_output():
+  model = UNet(**TINY, cross_attn_heads=2, context_dim=16)
+  x, t = batch((32, 32, 3))
+  context = np.random.default_rng(5).standard_normal((2, 6, 12), dtype=np.float32)
+  pooled = np.random.default_rng(6).standard_normal((2, 12), dtype=np.float32)
+  kwargs = dict(context=context, context_mask=np.ones((2, 6), bool), pooled=pooled)
+  params = jax.jit(lambda key: model.init(key, x, t, train=False, **kwargs))(jax.random.key(0, impl='rbg'))
+  assert params['params']['context_proj']['kernel'].shape == (12, 16)
+  assert params['params']['pooled_proj']['kernel'].shape == (12, 4 * TINY['ch'])
+  params = perturb(params, 1)
+  out = forward_pooled(model, params, x, t, **kwargs)
+  other = forward_pooled(model, params, x, t, **{**kwargs, 'pooled': pooled[::-1]})
+  assert np.abs(out - other).mean() > 1e-4
+
+
+@functools.partial(jax.jit, static_argnames=('model',))
+def forward_pooled(model, params, x, t, context, context_mask, pooled):
+  return model.apply(params, x, t, train=False, context=context, context_mask=context_mask, pooled=pooled)
