@@ -1,0 +1,1 @@
+"""Evaluation: a dataset classifier for alignment (and, with the evaluation issue, FID / IS / KID)."""

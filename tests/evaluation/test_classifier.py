@@ -1,0 +1,28 @@
+"""The dataset classifier: accurate on held-out digits, cached after the first training, alignment by class."""
+
+import numpy as np
+
+from gen_jax.data import make_source
+from gen_jax.evaluation.classifier import alignment, get_classifier
+from tests.helpers import tiny_ddpm_config
+
+
+def test_classifier_is_accurate_cached_and_scores_alignment(classifier_cache):
+  data = tiny_ddpm_config().data  # digits at 8x8, as the tiny text tests sample them
+  classifier = get_classifier(data, classifier_cache)
+  assert classifier.test_accuracy > 0.93, classifier.test_accuracy
+  again = get_classifier(data, classifier_cache)  # loaded, not retrained
+  assert again.test_accuracy == classifier.test_accuracy
+
+  config = data.copy_and_resolve_references()
+  config.split = 'test'
+  test = make_source(config)
+  np.testing.assert_array_equal(again.predict(test.images), classifier.predict(test.images))
+  scores = alignment(classifier, test.images, test.labels)
+  predicted = classifier.predict(test.images)
+  for k in range(10):
+    assert scores[k] == np.mean(predicted[test.labels == k] == k)
+  # images "prompted" as class 3 that are all real threes align far better than real sevens labelled 3
+  threes, sevens = test.images[test.labels == 3], test.images[test.labels == 7]
+  assert alignment(classifier, threes, np.full(len(threes), 3))[3] > 0.8
+  assert alignment(classifier, sevens, np.full(len(sevens), 3))[3] < 0.2
