@@ -14,6 +14,9 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and samples.')
 flags.DEFINE_enum('mode', 'train', ['train', 'sample'],
                   'train: train (resuming from --workdir); sample: images from its latest checkpoint.')
+flags.DEFINE_multi_string('prompt', None, '--mode sample, text configs: a prompt (repeatable); default: the '
+                          "dataset's fixed prompt per class.")
+flags.DEFINE_string('negative_prompt', '', '--mode sample, text configs: replaces the null conditioning in guidance.')
 flags.DEFINE_string('coordinator_address', '', 'Multi-process runs: host:port of process 0.')
 flags.DEFINE_integer('num_processes', 0, 'Multi-process runs: number of processes.')
 flags.DEFINE_integer('process_id', -1, 'Multi-process runs: this process index.')
@@ -33,8 +36,13 @@ def main(argv):
   parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   module_name, function_name = MODES[FLAGS.mode].split(':')
   run = getattr(__import__(module_name, fromlist=[function_name]), function_name)
+  kwargs = {}
+  if FLAGS.prompt or FLAGS.negative_prompt:
+    if FLAGS.mode != 'sample':
+      sys.exit('error: --prompt and --negative_prompt are for --mode sample.')
+    kwargs = {'prompts': FLAGS.prompt or [], 'negative_prompt': FLAGS.negative_prompt}
   try:
-    run(FLAGS.config, FLAGS.workdir)
+    run(FLAGS.config, FLAGS.workdir, **kwargs)
   except UserError as e:
     sys.exit(f'error: {e}')
 

@@ -23,6 +23,8 @@ from gen_jax import compiler, parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
 from gen_jax.sample import make_sharded_sampler  # noqa: E402
 
+import synthetic  # noqa: E402  (benchmarks/synthetic.py)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_integer('batch', 64, 'Images per sampling call (split over devices).')
@@ -37,18 +39,21 @@ def main(argv):
   shape = tuple(int(v) for v in FLAGS.image_shape.split(','))
   mesh = parallel.make_mesh()
   family = get_family(config)
+  frozen = jax.device_put(synthetic.bind_and_freeze(family, config), parallel.replicated(mesh))
   state = compiler.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
+  state = state.replace(frozen=frozen)
+  cond = synthetic.sample_conditioning(family, FLAGS.batch, config.sample.guidance)  # guided: one doubled call
   draw = make_sharded_sampler(family, mesh, FLAGS.batch)
   key = jax.random.PRNGKey(1)
   t0 = time.perf_counter()
-  compiled = draw.lower(state, key).compile()
+  compiled = draw.lower(state, key, cond).compile()
   compile_s = time.perf_counter() - t0
   flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
-  jax.block_until_ready(compiled(state, key))
+  jax.block_until_ready(compiled(state, key, cond))
   times = []
   for i in range(FLAGS.repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(state, jax.random.fold_in(key, i)))
+    jax.block_until_ready(compiled(state, jax.random.fold_in(key, i), cond))
     times.append(time.perf_counter() - t0)
   best = min(times)
   sampler = config.get('sampler', {})

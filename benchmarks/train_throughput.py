@@ -23,6 +23,8 @@ from ml_collections import config_flags  # noqa: E402
 from gen_jax import compiler, parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
 
+import synthetic  # noqa: E402  (benchmarks/synthetic.py)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_integer('steps', 30, 'Timed steps (after one warm-up call).')
@@ -50,13 +52,13 @@ def main(argv):
   parallel.check_batch_divisible(config.global_batch_size, mesh)
   shape, k, batch = image_shape(config), config.steps_per_call, config.global_batch_size
   family = get_family(config)
+  frozen = jax.device_put(synthetic.bind_and_freeze(family, config), parallel.replicated(mesh))
   state = compiler.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
+  state = state.replace(frozen=frozen)
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()
   n = k * family.batches_per_step
-  host_batch = {'image': rng.uniform(-1, 1, (n, local, *shape)).astype(np.float32),
-                'label': rng.integers(0, 10, (n, local)).astype(np.int32)}
-  device_batch = parallel.to_global_batch(host_batch, mesh)
+  device_batch = parallel.to_global_batch(synthetic.host_batch(family, rng, n, local, shape), mesh)
   step = parallel.make_sharded_train_step(family.train_step, mesh, family.batches_per_step)
 
   t0 = time.perf_counter()

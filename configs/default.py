@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.download = True  # 'tfds' only: download + prepare when not prepared yet (needs network)
   config.data.random_flip = False  # random horizontal flips (CIFAR-10 in DDPM)
   config.data.num_threads = 4  # grain read threads per process
+  config.data.caption_key = ''  # text families, tfds only: a text feature used as free-text captions
 
   # --- model (family-specific keys live in the experiment configs) -----------------------------------------
   config.model = ml_collections.ConfigDict()
@@ -56,6 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.sample.num_samples = 64
   config.sample.batch_size = 64  # per call, split over all devices
   config.sample.seed = 0
+  config.sample.guidance = 1.0  # text families: classifier-free guidance scale w (1 = conditional model)
+
+  # --- dataset classifier (alignment of text-to-image samples) ---------------------------------------------
+  config.classifier = ml_collections.ConfigDict()
+  config.classifier.cache_dir = ''  # '' = <workdir>/classifier; trained once per dataset, then reused
 
   config.compilation_cache_dir = ''  # '' = no persistent XLA cache; 'workdir' = <workdir>/xla_cache
 
@@ -84,7 +90,20 @@ def sampler_config() -> ml_collections.ConfigDict:
       'eta': 0.0,  # DDIM: 0 deterministic, 1 ~ ancestral
       'variance': 'fixed_large',  # DDPM: 'fixed_large' (beta_t) | 'fixed_small' (posterior variance)
       'clip_x0': True,
+      'dynamic_threshold': 0.0,  # percentile p (Imagen: 0.995) replaces the static x0 clip; 0 = off
       'use_ema': True,
+  })
+
+
+def text_config(encoder: str = 'minilm') -> ml_collections.ConfigDict:
+  """Text conditioning of the text_ddpm family (attached by the text configs)."""
+  return ml_collections.ConfigDict({
+      'encoder': encoder,  # 'minilm' (frozen all-MiniLM-L6-v2) | 'transformer' (trained) | 'class' (label embedding)
+      'max_length': 16,  # tokens per caption incl. [CLS]/[SEP]; longer prompts are truncated with a warning
+      'width': 128,  # transformer / class: embedding width (minilm: 384, fixed)
+      'layers': 2,  # transformer only
+      'heads': 4,  # transformer only
+      'p_uncond': 0.1,  # classifier-free guidance: probability of training with the null conditioning
   })
 
 
@@ -114,3 +133,15 @@ def gan_optim(learning_rate: float, b1: float, b2: float) -> ml_collections.Conf
   optim = get_config().optim
   optim.learning_rate, optim.b1, optim.b2 = learning_rate, b1, b2
   return optim
+
+
+def with_text_conditioning(config: ml_collections.ConfigDict, encoder: str = 'minilm', cross_attn_heads: int = 4,
+                           context_dim: int = 64, guidance: float = 3.0) -> ml_collections.ConfigDict:
+  """A DDPM config made text-to-image: the text_ddpm family, its text block and guided sample grids."""
+  config.model.family = 'text_ddpm'
+  config.model.cross_attn_heads = cross_attn_heads  # heads of the cross-attention to the text tokens
+  config.model.context_dim = context_dim  # text token states are projected to this width first (0 = keep)
+  config.text = text_config(encoder)
+  config.sample.guidance = guidance
+  config.num_samples = 80  # training grids: one row of 8 per class prompt (10 classes)
+  return config

@@ -1,7 +1,9 @@
 """Orbax checkpoints of the whole train state plus the input iterator's position, saved asynchronously.
 
-Layout: <workdir>/checkpoints/<step>/{state, data}. `state` is the TrainState pytree; `data` is the grain
-iterator state (JSON), so a resumed run reads exactly the batches an uninterrupted one would.
+Layout: <workdir>/checkpoints/<step>/{state, data, meta}. `state` is the TrainState pytree without its `frozen`
+inputs (rebuilt at start-up, never saved); `data` is the grain iterator state (JSON), so a resumed run reads
+exactly the batches an uninterrupted one would; `meta` (JSON) names what made the checkpoint (family, text
+encoder), so restoring it into a different model is a clear error instead of a tree mismatch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from gen_jax.errors import UserError
 
 
 def _save_replicated_arrays_whole_on_one_host() -> None:
@@ -37,15 +41,28 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
+  def save(self, step: int, state: Any, data_state: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
+    state = _without_frozen(state)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     data=ocp.args.JsonSave(data_state)))
+                                                     data=ocp.args.JsonSave(data_state),
+                                                     meta=ocp.args.JsonSave(meta or {})))
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Restores onto the shardings in `abstract_state` (a pytree of jax.ShapeDtypeStruct)."""
+  def restore(self, abstract_state: Any, step: int | None = None,
+              meta: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Restores onto the shardings in `abstract_state` (a pytree of jax.ShapeDtypeStruct).
+
+    `meta`: what the restoring run would save; any key the checkpoint recorded differently is a UserError.
+    """
     step = self.latest_step() if step is None else step
+    if meta and os.path.isdir(os.path.join(self.directory, str(step), 'meta')):
+      saved = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+      for key, value in meta.items():
+        if key in saved and saved[key] != value:
+          raise UserError(f'The checkpoint at step {step} in {self.directory} was trained with {key}={saved[key]!r}, '
+                          f'this config has {value!r}: pass the config it was trained with (e.g. '
+                          f'--config.{_CONFIG_KEYS.get(key, key)}={saved[key]}) or use a new --workdir.')
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(_without_frozen(abstract_state)), data=ocp.args.JsonRestore()))
     return restored['state'], restored['data']
 
   def wait(self) -> None:
@@ -54,6 +71,13 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+_CONFIG_KEYS = {'family': 'model.family', 'text_encoder': 'text.encoder'}  # meta key -> its config key
+
+
+def _without_frozen(state: Any) -> Any:
+  return state.replace(frozen=None) if getattr(state, 'frozen', None) is not None else state
 
 
 def abstract_like(tree: Any, sharding) -> Any:

@@ -34,3 +34,20 @@ def save_png(path: str, grid: np.ndarray) -> None:
   tmp = path + '.tmp'
   image.save(tmp, format='PNG')
   os.replace(tmp, path)
+
+
+def captioned(grid: np.ndarray, caption: str, min_width: int = 256) -> np.ndarray:
+  """A uint8 [h w c] grid, upscaled (nearest) to at least `min_width` pixels, with `caption` written above it."""
+  from PIL import ImageDraw, ImageFont
+
+  font = ImageFont.load_default(size=14)  # Pillow's bundled scalable font (the bitmap one drops spaces)
+  scale = max(1, -(-min_width // grid.shape[1]))
+  big = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+  image = Image.fromarray(big[..., 0] if big.shape[-1] == 1 else big).convert('RGB')
+  draw = ImageDraw.Draw(image)
+  box = draw.textbbox((0, 0), caption, font=font)
+  width, height = max(image.width, box[2] + 8), box[3] + 10
+  canvas = Image.new('RGB', (width, height + image.height), 'white')
+  ImageDraw.Draw(canvas).text((4, 4), caption, fill='black', font=font)
+  canvas.paste(image, (0, height))
+  return np.asarray(canvas)

@@ -2,12 +2,19 @@
 
 Sampling is sharded over all devices (each draws `batch_size / devices` images per call from its own key), so
 large sample sets (e.g. 50k for FID) use every accelerator. Samples are reproducible from `sample.seed`.
+
+Text-to-image families sample from prompts (`--prompt`, repeatable; without it the dataset's fixed prompt per
+class), `sample.num_samples` per prompt, guided by `sample.guidance`: `prompts_<step>.npz` holds `images` and
+`prompts`, with one captioned PNG grid per prompt. Prompts that name a class of the dataset are scored by the
+dataset classifier (gen_jax/evaluation/classifier.py): alignment = fraction classified as the prompted class.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -17,33 +24,51 @@ from jax.sharding import PartitionSpec as P
 from gen_jax import compiler, images, parallel
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source
+from gen_jax.data.captions import caption_table
 from gen_jax.errors import UserError
 from gen_jax.families import get_family
 
 
 def make_sharded_sampler(family, mesh, batch_size: int):
-  """jit(shard_map(family.sample)): `batch_size` images per call, split evenly over the `data` axis."""
+  """jit(shard_map(family.sample)): `batch_size` images per call, split evenly over the `data` axis, together
+  with the per-sample conditioning `cond` (arrays [batch_size ...], or None)."""
   per_device = batch_size // mesh.devices.size
 
-  def draw(state, key):
+  def draw(state, key, cond):
     key = jax.random.fold_in(key, jax.lax.axis_index(parallel.DATA))
-    return family.sample(state, key, per_device)
+    return family.sample(state, key, per_device, cond)
 
-  return compiler.jit(jax.shard_map(draw, mesh=mesh, in_specs=(P(), P()), out_specs=P(parallel.DATA)))
+  return compiler.jit(jax.shard_map(draw, mesh=mesh, in_specs=(P(), P(), P(parallel.DATA)),
+                                    out_specs=P(parallel.DATA)))
 
 
-def sample(config, workdir: str) -> str:
-  """Writes <workdir>/samples/sample_<step>.{png,npz}; returns the .npz path."""
-  num, batch = config.sample.num_samples, config.sample.batch_size
-  mesh = parallel.make_mesh()
-  if batch % mesh.devices.size:
-    raise UserError(f'sample.batch_size={batch} must be a multiple of the {mesh.devices.size} devices.')
-  if num < 1:
-    raise UserError(f'sample.num_samples={num} must be >= 1.')
+def _global(a: np.ndarray, mesh) -> jax.Array:
+  """The same host array on every process -> one global array sharded over `data` on its first axis."""
+  sharding = jax.sharding.NamedSharding(mesh, P(parallel.DATA))
+  return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def draw_samples(draw, state, key, num: int, batch: int, mesh, cond=None) -> np.ndarray:
+  """uint8 samples [num h w c] in batches of `batch` (the last one padded); cond arrays are [num ...]."""
+  chunks = []
+  for i in range(-(-num // batch)):  # a Python loop over *batches* of samples; timesteps loop inside `draw`
+    part = None
+    if cond is not None:  # this batch's rows (the last batch padded), as global arrays sharded like the samples
+      part = jax.tree.map(lambda a: _global(np.pad(a[i * batch:(i + 1) * batch], [
+          (0, max(0, (i + 1) * batch - num))] + [(0, 0)] * (a.ndim - 1), mode='edge'), mesh), cond)
+    chunks.append(images.to_uint8(multihost_utils.process_allgather(
+        draw(state, jax.random.fold_in(key, i), part), tiled=True)))
+  return np.concatenate(chunks)[:num]
+
+
+def _slug(text: str) -> str:
+  return re.sub(r'[^a-z0-9]+', '_', text.lower()).strip('_')[:60]
+
+
+def restore_latest(config, workdir: str, family, image_shape, mesh):
+  """(state with its frozen inputs, step) from the latest checkpoint in `workdir`."""
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
-  family = get_family(config)
-  image_shape = tuple(make_source(config.data).image_shape)
   replicated = parallel.replicated(mesh)
   init = functools.partial(family.init, image_shape=image_shape)
   abstract = abstract_like(jax.eval_shape(init, jax.random.PRNGKey(0)), replicated)
@@ -52,21 +77,74 @@ def sample(config, workdir: str) -> str:
     step = checkpointer.latest_step()
     if step is None:
       raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
-    state, _ = checkpointer.restore(abstract, step)
+    state, _ = checkpointer.restore(abstract, step, family.checkpoint_metadata())
   finally:
     checkpointer.close()
+  return state.replace(frozen=jax.device_put(family.frozen(), replicated)), step
+
+
+def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
+  """Writes <workdir>/samples/sample_<step>.{png,npz} (or prompts_<step>.npz + a PNG per prompt for text
+  families); returns the .npz path."""
+  num, batch = config.sample.num_samples, config.sample.batch_size
+  mesh = parallel.make_mesh()
+  if batch % mesh.devices.size:
+    raise UserError(f'sample.batch_size={batch} must be a multiple of the {mesh.devices.size} devices.')
+  if num < 1:
+    raise UserError(f'sample.num_samples={num} must be >= 1.')
+  family = get_family(config)
+  source = make_source(config.data)
+  family.bind_data(source)
+  prompts = list(prompts) or family.fixed_prompts()
+  cond = None
+  if prompts or negative_prompt:  # built before restoring: a bad prompt fails before any work
+    cond = family.prompt_conditioning(prompts, num, config.sample.guidance, negative_prompt)
+  state, step = restore_latest(config, workdir, family, tuple(source.image_shape), mesh)
 
   draw = make_sharded_sampler(family, mesh, batch)
   key = jax.random.PRNGKey(config.sample.seed)
-  chunks = []
-  for i in range(-(-num // batch)):  # a Python loop over *batches* of samples; timesteps loop inside `draw`
-    chunks.append(images.to_uint8(multihost_utils.process_allgather(
-        draw(state, jax.random.fold_in(key, i)), tiled=True)))
-  samples = np.concatenate(chunks)[:num]
-  stem = os.path.join(workdir, 'samples', f'sample_{step:06d}')
+  if cond is None:
+    samples = draw_samples(draw, state, key, num, batch, mesh)
+    stem = os.path.join(workdir, 'samples', f'sample_{step:06d}')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(stem), exist_ok=True)
+      np.savez_compressed(stem + '.npz', images=samples)
+      images.save_png(stem + '.png', images.make_grid(samples[:min(num, 256)].astype(np.float32) / 127.5 - 1.0))
+      print(f'Wrote {num} samples from step {step} to {stem}.npz and a grid to {stem}.png', flush=True)
+    return stem + '.npz'
+
+  samples = draw_samples(draw, state, key, len(cond.prompts), batch, mesh, cond.inputs)
+  stem = os.path.join(workdir, 'samples', f'prompts_{step:06d}')
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(stem), exist_ok=True)
-    np.savez_compressed(stem + '.npz', images=samples)
-    images.save_png(stem + '.png', images.make_grid(samples[:min(num, 256)].astype(np.float32) / 127.5 - 1.0))
-    print(f'Wrote {num} samples from step {step} to {stem}.npz and a grid to {stem}.png', flush=True)
+    np.savez_compressed(stem + '.npz', images=samples, prompts=np.asarray(cond.prompts))
+    for i, prompt in enumerate(prompts):
+      grid = images.make_grid(samples[i * num:(i + 1) * num][:256].astype(np.float32) / 127.5 - 1.0)
+      images.save_png(f'{stem}_{i:02d}_{_slug(prompt)}.png', images.captioned(grid, prompt))
+    print(f'Wrote {num} samples for each of {len(prompts)} prompt(s) from step {step} (guidance '
+          f'{config.sample.guidance}) to {stem}.npz and {stem}_*.png', flush=True)
+    report_alignment(config, workdir, source, prompts, samples, num, stem)
   return stem + '.npz'
+
+
+def report_alignment(config, workdir, source, prompts, samples, num, stem) -> dict | None:
+  """Prints and saves (<stem>_alignment.json) the classifier alignment of every prompt that names a class."""
+  table = caption_table(config.data.name, source.class_names)
+  labels = [table.label_of(p) for p in prompts]
+  known = [i for i, label in enumerate(labels) if label is not None]
+  if not known or len(source.class_names) < 2:
+    return None
+  from gen_jax.evaluation.classifier import alignment, get_classifier
+
+  classifier = get_classifier(config.data, config.classifier.cache_dir or os.path.join(workdir, 'classifier'))
+  rows = {}
+  for i in known:
+    rows[prompts[i]] = alignment(classifier, samples[i * num:(i + 1) * num], np.full(num, labels[i]))[labels[i]]
+  print(f'alignment (dataset classifier, test accuracy {classifier.test_accuracy:.3f}; {num} samples each):')
+  for prompt, value in rows.items():
+    print(f'  {value:6.1%}  {prompt}')
+  report = {'classifier_test_accuracy': classifier.test_accuracy, 'num_per_prompt': num,
+            'guidance': config.sample.guidance, 'alignment': rows}
+  with open(stem + '_alignment.json', 'w') as f:
+    json.dump(report, f, indent=1)
+  return report

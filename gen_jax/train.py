@@ -66,9 +66,11 @@ class Trainer:
     parallel.check_batch_divisible(config.global_batch_size, self.mesh)
     self.source = make_source(config.data)
     self.family = get_family(config)
+    self.data_options = self.family.bind_data(self.source)
     self.data = make_train_iterator(self.source, config, jax.process_index(), jax.process_count(),
-                                    self.family.batches_per_step)
+                                    self.family.batches_per_step, **self.data_options)
     self.replicated = parallel.replicated(self.mesh)
+    self.frozen = jax.device_put(self.family.frozen(), self.replicated)
     self._init = compiler.jit(functools.partial(self.family.init, image_shape=tuple(self.source.image_shape)),
                               out_shardings=self.replicated)
     self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh, self.family.batches_per_step)
@@ -82,7 +84,8 @@ class Trainer:
     data_config.split = self.config.data.eval_split
     source = make_source(data_config)
     return make_train_dataset(source, seed=self.config.seed, global_batch_size=self.config.global_batch_size,
-                              process_index=jax.process_index(), process_count=jax.process_count())
+                              process_index=jax.process_index(), process_count=jax.process_count(),
+                              **self.data_options)
 
   def evaluate(self, writer, state: TrainState, step: int) -> dict[str, float]:
     batches = [jax.tree.map(host_value, self._eval(state, parallel.to_global_batch(self.eval_data[i], self.mesh)))
@@ -97,19 +100,25 @@ class Trainer:
     rng = jax.random.PRNGKey(self.config.seed)
     latest = checkpointer.latest_step()
     if latest is None:
-      return self._init(rng)
+      return self._init(rng).replace(frozen=self.frozen)
     abstract = abstract_like(jax.eval_shape(self._init, rng), self.replicated)
-    state, data_state = checkpointer.restore(abstract, latest)
+    state, data_state = checkpointer.restore(abstract, latest, self.family.checkpoint_metadata())
     self.data.set_state(data_state)
     if jax.process_index() == 0:
       print(f'Resuming from {checkpointer.directory} at step {latest}.', flush=True)
-    return state
+    return state.replace(frozen=self.frozen)
 
   def write_samples(self, writer, state: TrainState, step: int) -> None:
     key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5A3)  # same z every time: comparable grids
-    samples = host_value(self._sample(state, key, self.config.num_samples))
+    prompts, n = self.family.fixed_prompts(), self.config.num_samples
+    if not prompts:
+      samples, columns = host_value(self._sample(state, key, n)), None
+    else:  # one row per class prompt
+      columns = -(-n // len(prompts))
+      cond = self.family.prompt_conditioning(prompts, columns, self.config.sample.guidance)
+      samples = host_value(self._sample(state, key, len(cond.prompts), cond.inputs))
     if jax.process_index() == 0:
-      grid = images.make_grid(samples)
+      grid = images.make_grid(samples, columns)
       images.save_png(os.path.join(self.workdir, 'samples', f'step_{step:06d}.png'), grid)
       writer.write_images(step, {'samples': grid[None]})
 
@@ -142,7 +151,7 @@ class Trainer:
     def save(step):
       nonlocal last_saved
       log.flush(last_saved)  # raises on NaN/Inf: broken params are never saved
-      checkpointer.save(step, state, self.data.get_state())
+      checkpointer.save(step, state, self.data.get_state(), self.family.checkpoint_metadata())
       last_saved = step
 
     with PreemptionGuard() as guard:

@@ -20,3 +20,12 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def classifier_cache(tmp_path_factory):
+  """One dataset-classifier cache for the session: the classifier is trained once, then loaded."""
+  return str(tmp_path_factory.mktemp('classifier_cache'))

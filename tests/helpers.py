@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from configs import ddpm_digits, vae_digits
+from configs import ddpm_digits, ddpm_text_digits, vae_digits
 
 
 def tiny_vae_config(**overrides):
@@ -18,6 +18,25 @@ def tiny_ddpm_config(**overrides):
   config.model.num_groups = 4
   config.diffusion.num_timesteps = 100
   config.sampler.steps = 5
+  return _tiny(config, overrides)
+
+
+def tiny_text_config(encoder='class', **overrides):
+  """The tiny DDPM as a text-to-image model: cross-attention at 4x4 and in the middle, 2 heads."""
+  config = ddpm_text_digits.get_config()
+  tiny = tiny_ddpm_config()
+  config.model, config.diffusion, config.sampler = tiny.model, tiny.diffusion, tiny.sampler
+  with config.model.unlocked():
+    config.model.family = 'text_ddpm'
+    config.model.cross_attn_heads = 2
+    config.model.context_dim = 8
+  config.text.encoder = encoder
+  config.text.width = 16
+  config.text.layers = 1
+  config.text.heads = 2
+  config.text.max_length = 12
+  config.sample.num_samples = 2
+  config.sample.batch_size = 8
   return _tiny(config, overrides)
 
 

@@ -11,7 +11,7 @@ import pytest
 from gen_jax.errors import UserError
 from gen_jax.reporting import NonFiniteLossError
 from gen_jax.train import train, validate_config
-from tests.helpers import host_tree, tiny_ddpm_config, tiny_vae_config
+from tests.helpers import host_tree, tiny_ddpm_config, tiny_text_config, tiny_vae_config
 
 
 def _checkpoint_steps(workdir):
@@ -30,7 +30,8 @@ def test_run_writes_checkpoints_events_and_sample_grids(tmp_path):
   assert grid.std() > 0
 
 
-@pytest.mark.parametrize('make_config', [tiny_vae_config, tiny_ddpm_config], ids=['vae', 'ddpm'])
+@pytest.mark.parametrize('make_config', [tiny_vae_config, tiny_ddpm_config, lambda: tiny_text_config('minilm')],
+                         ids=['vae', 'ddpm', 'text_ddpm'])
 def test_sigterm_then_restart_equals_uninterrupted_run(tmp_path, make_config):
   config = make_config()
   full = train(config, str(tmp_path / 'full'))

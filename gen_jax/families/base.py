@@ -1,17 +1,24 @@
 """The interface every model family implements, and the train state the loop saves whole.
 
-The loop (gen_jax/train.py) only calls `init`, `train_step` and `sample`, and only reads `state.step` and
-`state.params`. Everything family-specific (one optimizer or two, EMA, BatchNorm statistics, critic steps,
-samplers) lives behind these three methods.
+The loop (gen_jax/train.py) only calls `init`, `train_step` and `sample` (plus the optional hooks below), and only
+reads `state.step` and `state.params`. Everything family-specific (one optimizer or two, EMA, BatchNorm statistics,
+critic steps, samplers, text encoders) lives behind these methods.
+
+Conditioning is one interface for every family: `sample(state, rng, n, cond)` takes `cond`, a pytree of arrays
+with leading axis n (one entry per sample: prompt tokens, guidance scale, ...) or None. Unconditional families
+ignore it; conditional ones build it with `prompt_conditioning` (from `fixed_prompts` or the user's).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any
 
 import flax.struct
 import jax
+
+from gen_jax.errors import UserError
 
 Metrics = dict[str, jax.Array]
 
@@ -31,6 +38,15 @@ class TrainState:
   opt_state: Any
   ema_params: Any = None
   model_state: Any = None
+  frozen: Any = None
+
+
+@dataclasses.dataclass
+class Conditioning:
+  """What a conditional family samples from: `inputs` (the `cond` pytree, arrays [n ...]) and the prompt of each
+  of the n samples, for file names, grid captions and alignment."""
+  inputs: Any
+  prompts: list[str]
 
 
 class Family(abc.ABC):
@@ -56,8 +72,34 @@ class Family(abc.ABC):
     """
 
   @abc.abstractmethod
-  def sample(self, state: TrainState, rng: jax.Array, num_samples: int) -> jax.Array:
-    """Images [n h w c] in [-1, 1] for the sample grid. Runs under jit with replicated inputs."""
+  def sample(self, state: TrainState, rng: jax.Array, num_samples: int, cond: Any = None) -> jax.Array:
+    """Images [n h w c] in [-1, 1]. Runs under jit; `cond` (arrays [n ...] or None) as built by the methods below."""
+
+  # --- optional hooks (defaults: an unconditional family) ------------------------------------------------------
+  conditional: bool = False
+
+  def bind_data(self, source) -> dict[str, Any]:
+    """Called once with the training source before `init`; returns extra options for the input pipeline
+    (`data.pipeline.make_train_dataset` keywords, e.g. caption ids)."""
+    del source
+    return {}
+
+  def frozen(self) -> Any:
+    """`TrainState.frozen` (host or device arrays), built after `bind_data`; None when the family has none."""
+    return None
+
+  def checkpoint_metadata(self) -> dict[str, Any]:
+    """Saved with every checkpoint; a restore with different values is refused with a clear message."""
+    return {'family': self.config.model.family}
+
+  def fixed_prompts(self) -> list[str]:
+    """The dataset's fixed prompt per class (sample grids, `--mode sample` without --prompt); [] if unconditional."""
+    return []
+
+  def prompt_conditioning(self, prompts: list[str], num_per_prompt: int, guidance: float,
+                          negative_prompt: str = '') -> Conditioning:
+    raise UserError(f'model.family={self.config.model.family!r} is unconditional: --prompt needs a text-to-image '
+                    f'config such as configs/ddpm_text_digits.py.')
 
   def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
     """Held-out metrics for one batch (per-device code under shard_map, like `train_step`; no update).

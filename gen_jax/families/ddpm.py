@@ -38,18 +38,33 @@ class DDPMFamily(Family):
       self.diffusion = GaussianDiffusion.create(d.schedule, d.num_timesteps)
     except ValueError as e:
       raise UserError(f'Bad diffusion config: {e}') from None
-    self.model = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
-                      attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_groups=m.num_groups,
-                      dtype=DTYPES[m.dtype])
+    self.model = UNet(**self._unet_kwargs(m))
     self.optimizer = make_optimizer(config.optim, config.total_steps)
+
+  @staticmethod
+  def _unet_kwargs(m) -> dict:
+    return dict(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+                attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_groups=m.num_groups,
+                dtype=DTYPES[m.dtype])
 
   def init(self, rng, image_shape):
     self.image_shape = tuple(image_shape)  # sample() needs it; the loop always calls init (or eval_shape of it)
     params_key, run_key = jax.random.split(rng)
-    x = jnp.zeros((1, *image_shape), jnp.float32)
-    params = self.model.init(params_key, x, jnp.zeros((1,), jnp.int32), train=False)['params']
+    params = self._init_params(params_key, jnp.zeros((1, *image_shape), jnp.float32))
     return TrainState(step=jnp.zeros((), jnp.int32), rng=run_key, params=params,
                       opt_state=self.optimizer.init(params), ema_params=params)
+
+  def _init_params(self, key, x):
+    return self.model.init(key, x, jnp.zeros((1,), jnp.int32), train=False)['params']
+
+  def _network(self, params, frozen, batch, drop_key=None):
+    """The noise predictor for this batch, `(x_t, t, train, rngs) -> prediction` (float32); conditional
+    families override this to embed the batch's captions (`drop_key`: training's random null conditioning)."""
+    del frozen, batch, drop_key
+
+    def net(xt, t, train=False, rngs=None):
+      return self.model.apply({'params': params}, xt, t, train=train, rngs=rngs).astype(jnp.float32)
+    return net
 
   def _timesteps_and_noise(self, key, x0):
     """t [b] ~ U{0..T-1} and noise [b h w c] per example, keyed by global position (device-count invariant)."""
@@ -64,12 +79,13 @@ class DDPMFamily(Family):
     t, noise = self._timesteps_and_noise(key, x0)
     # Dropout masks are per device (as in every data-parallel framework): fold in the device index.
     dropout_key = jax.random.fold_in(jax.random.fold_in(key, 2), jax.lax.axis_index(parallel.DATA))
+    drop_key = jax.random.fold_in(key, 3)  # conditional families: which examples train unconditionally
     xt = self.diffusion.q_sample(x0, t, noise)
     kind = self.config.diffusion.prediction
 
     def loss_fn(params):
-      out = self.model.apply({'params': params}, xt, t, train=True, rngs={'dropout': dropout_key})
-      return jnp.mean(self.diffusion.training_loss(kind, out.astype(jnp.float32), x0, noise, t))
+      out = self._network(params, state.frozen, batch, drop_key)(xt, t, True, {'dropout': dropout_key})
+      return jnp.mean(self.diffusion.training_loss(kind, out, x0, noise, t))
 
     loss, grads = parallel.value_and_global_mean_grad(loss_fn)(state.params)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -87,9 +103,7 @@ class DDPMFamily(Family):
     t, noise = self._timesteps_and_noise(key, x0)
     kind = self.config.diffusion.prediction
 
-    def model_fn(x, t):
-      return self.model.apply({'params': params}, x, t, train=False).astype(jnp.float32)
-
+    model_fn = self._network(params, state.frozen, batch)
     xt = self.diffusion.q_sample(x0, t, noise)
     metrics = {'loss': jnp.mean(self.diffusion.training_loss(kind, model_fn(xt, t), x0, noise, t))}
     if self.config.diffusion.eval_bpd:
@@ -100,17 +114,18 @@ class DDPMFamily(Family):
                      decoder_bits_per_dim=jnp.mean(bound.terms[:, 0]))
     return parallel.mean_over_devices(metrics)
 
-  def sample(self, state: TrainState, rng, num_samples: int):
-    s = self.config.sampler
-    params = state.ema_params if s.use_ema else state.params
+  def sample(self, state: TrainState, rng, num_samples: int, cond=None):
+    del cond  # unconditional
+    params = state.ema_params if self.config.sampler.use_ema else state.params
+    return self._run_sampler(self._network(params, state.frozen, {}), num_samples, rng)
+
+  def _run_sampler(self, model_fn, num_samples: int, rng):
+    """The configured sampler (DDPM or DDIM, one lax.scan) with `model_fn(x, t)`: images [n h w c] in [-1, 1]."""
+    s, kind = self.config.sampler, self.config.diffusion.prediction
     shape = (num_samples, *self.image_shape)
-
-    def model_fn(x, t):
-      return self.model.apply({'params': params}, x, t, train=False).astype(jnp.float32)
-
-    kind = self.config.diffusion.prediction
+    threshold = s.get('dynamic_threshold', 0.0)
     if s.name == 'ddpm':
-      x = ddpm_sample(model_fn, self.diffusion, kind, shape, rng, s.variance, s.clip_x0)
+      x = ddpm_sample(model_fn, self.diffusion, kind, shape, rng, s.variance, s.clip_x0, threshold)
     else:
-      x = ddim_sample(model_fn, self.diffusion, kind, shape, rng, s.steps, s.eta, s.clip_x0)
+      x = ddim_sample(model_fn, self.diffusion, kind, shape, rng, s.steps, s.eta, s.clip_x0, threshold)
     return jnp.clip(x, -1.0, 1.0)

@@ -179,7 +179,8 @@ class GANFamily(Family):
     setting = self.config.gan.unroll_critic
     return jax.devices()[0].platform == 'cpu' if setting == 'auto' else bool(setting)
 
-  def sample(self, state: TrainState, rng, num_samples: int):
+  def sample(self, state: TrainState, rng, num_samples: int, cond=None):
+    del cond  # unconditional
     z = jax.random.normal(rng, (num_samples, self.config.model.latent_dim))
     images, _ = self._apply(self.generator, state.params[G], state.model_state[G], z, train=False)
     return jnp.clip(images, -1.0, 1.0)

@@ -86,7 +86,8 @@ class VAEFamily(Family):
     nelbo, recon, kl = self.losses(state.params, images, keys)
     return parallel.mean_over_devices(elbo_metrics(nelbo, recon, kl, images.shape))
 
-  def sample(self, state: TrainState, rng, num_samples: int):
+  def sample(self, state: TrainState, rng, num_samples: int, cond=None):
+    del cond  # unconditional
     z = jax.random.normal(rng, (num_samples, self.config.model.latent_dim))
     out = self.model.apply({'params': state.params}, z, method=vae_model.VAE.decode)
     return vae_model.mean_image(self.config.model.likelihood, out)

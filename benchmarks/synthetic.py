@@ -1,0 +1,29 @@
+"""Synthetic inputs for the benchmark scripts: any family, no real data beyond a conditional family's captions."""
+
+import numpy as np
+
+
+def bind_and_freeze(family, config):
+  """Conditional families need the dataset's caption table (bind_data) and their frozen inputs."""
+  if not family.conditional:
+    return None
+  from gen_jax.data import make_source
+  family.bind_data(make_source(config.data))
+  return family.frozen()
+
+
+def host_batch(family, rng, n, local, shape) -> dict:
+  """[n local ...] images and labels, plus caption ids for a conditional family's caption table."""
+  batch = {'image': rng.uniform(-1, 1, (n, local, *shape)).astype(np.float32),
+           'label': rng.integers(0, 10, (n, local)).astype(np.int32)}
+  if family.conditional:
+    batch['caption'] = rng.integers(0, len(family.captions.captions), (n, local)).astype(np.int32)
+  return batch
+
+
+def sample_conditioning(family, batch: int, guidance: float):
+  """Per-sample cond for `batch` images (the fixed class prompts, cycled), or None when unconditional."""
+  prompts = family.fixed_prompts()
+  if not prompts:
+    return None
+  return family.prompt_conditioning([prompts[i % len(prompts)] for i in range(batch)], 1, guidance).inputs
