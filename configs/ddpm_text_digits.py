@@ -3,8 +3,17 @@
 Command:  python main.py --config configs/ddpm_text_digits.py --workdir runs/ddpm_text_digits
           python main.py --config configs/ddpm_text_digits.py --workdir runs/ddpm_text_digits --mode sample \
               --prompt "a handwritten digit three" --prompt "the number 8" --config.sample.guidance=3
-Expected: (filled in below from the measured run)
-Runtime:  (filled in below)
+          (without --prompt: 100 samples for each class prompt "a handwritten digit zero" .. "nine", scored)
+Expected: L_simple 1.0 at step 0, ~0.026 at step 1500; samples/step_001500.png shows one row per digit prompt.
+          --mode sample (DDIM-50, w = 3) prints alignment (our digits classifier, test accuracy 97.6%) of
+          98-100% for each of the ten class prompts (measured 2026-12-01: 100% for all but "one": 98%), and 100%
+          on ten paraphrases never seen in training ("a scribbled 4", "the numeral 3"; benchmarks/prompt_alignment.py).
+Encoder:  minilm, because it is pretrained: it reads phrasings the templates never had (100% on the ten
+          paraphrases vs 92-100% for the jointly trained `transformer`; `class` cannot read them at all), trains
+          no text parameters (843k params vs 5.1M with the transformer's vocabulary embedding), and its caption
+          table is encoded once, so its runs are the fastest (~3.7 steps/s vs ~3.2 with the transformer).
+Runtime:  ~7 minutes on a 2-core Sapphire Rapids (~3.7 steps/s at batch 64); --mode sample for 10 x 100 images
+          ~2 minutes.
 """
 
 from configs import ddpm_digits, default

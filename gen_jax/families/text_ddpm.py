@@ -55,11 +55,21 @@ class TextDDPMFamily(DDPMFamily):
   def frozen(self):
     """The frozen encoder's weights and the caption table: embedded once here when the encoder is frozen, as
     encoder inputs (re-encoded each step, with gradients) when it is trained."""
-    table = self.encoder.inputs(list(self.captions.captions))
-    weights = self.encoder.frozen()
-    if not self.encoder.trainable:
-      table = compiler.jit(self.encoder.__call__)(None, weights, table)
-    return {'encoder': weights, 'captions': table}
+    return {'encoder': self.encoder.frozen(), 'captions': self._encoded(list(self.captions.captions))}
+
+  def _encoded(self, texts):
+    """Per-text encoder inputs [n ...]; for a frozen encoder its TextEmbedding instead, computed once per
+    distinct text (padded to a multiple of 16 texts, so few encoder compiles) and gathered on the host."""
+    if self.encoder.trainable:
+      return self.encoder.inputs(texts)
+    position = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    unique = list(position)
+    padded = unique + unique[-1:] * (-len(unique) % 16)
+    if not hasattr(self, '_frozen_encode'):
+      self._frozen_encode = compiler.jit(self.encoder.__call__)
+    emb = self._frozen_encode(None, self.encoder.frozen(), self.encoder.inputs(padded))
+    index = np.asarray([position[t] for t in texts])
+    return jax.tree.map(lambda a: np.asarray(a)[index], emb)
 
   def checkpoint_metadata(self):
     return {**super().checkpoint_metadata(), 'text_encoder': self.config.text.encoder}
@@ -123,8 +133,8 @@ class TextDDPMFamily(DDPMFamily):
     if cond is None:
       raise UserError('text_ddpm samples need prompts (Family.prompt_conditioning).')
     params = state.ema_params if self.config.sampler.use_ema else state.params
-    emb = _concat(self._embed(params, state.frozen, cond['prompt']), self._embed(params, state.frozen,
-                                                                                  cond['negative']))
+    embed = lambda x: x if isinstance(x, TextEmbedding) else self._embed(params, state.frozen, x)
+    emb = _concat(embed(cond['prompt']), embed(cond['negative']))
     drop = jnp.concatenate([jnp.zeros((num_samples,), bool), ~cond['use_negative']])
     joint = self._conditioned(params, emb, drop)
     model_fn = classifier_free_guidance(lambda x, t: joint(x, t), cond['guidance'])
@@ -139,9 +149,9 @@ class TextDDPMFamily(DDPMFamily):
         raise UserError('An empty --prompt: give each --prompt some text, e.g. '
                         f'--prompt "{self.captions.prompts[0]}".')
     each = [p for p in prompts for _ in range(num_per_prompt)]
-    inputs = self.encoder.inputs(each)
+    inputs = self._encoded(each)  # a frozen encoder's embeddings: encoded here, not in every sampling call
     use_negative = bool(negative_prompt.strip())
-    negative = self.encoder.inputs([negative_prompt] * len(each)) if use_negative else inputs
+    negative = self._encoded([negative_prompt] * len(each)) if use_negative else inputs
     return Conditioning(inputs={'prompt': inputs, 'negative': negative,
                                 'use_negative': np.full((len(each),), use_negative),
                                 'guidance': np.full((len(each),), guidance, np.float32)}, prompts=each)

@@ -170,3 +170,18 @@ def test_free_text_batches_are_encoded_each_step():
   out = family._network(params, state.frozen, batch)(x, t)
   swapped = family._network(params, state.frozen, jax.tree.map(lambda a: a[::-1], batch))(x, t)
   assert np.abs(out - swapped).mean() > 1e-4  # the tokens condition the prediction
+
+
+def test_frozen_encoder_embeds_each_distinct_prompt_once_on_the_host():
+  from gen_jax.text import embed_sentences
+  from gen_jax.text.encoders import TextEmbedding
+
+  family = get_family(tiny_text_config('minilm'))
+  family.bind_data(make_source(tiny_text_config().data))
+  cond = family.prompt_conditioning(['the number 8', 'a zebra'], 3, 2.0, negative_prompt='the number 1').inputs
+  assert isinstance(cond['prompt'], TextEmbedding) and cond['prompt'].states.shape == (6, 12, 384)
+  expected = embed_sentences(['the number 8', 'a zebra'])
+  np.testing.assert_allclose(cond['prompt'].pooled, np.repeat(expected, 3, axis=0), atol=1e-5)
+  np.testing.assert_allclose(cond['negative'].pooled, np.repeat(embed_sentences(['the number 1']), 6, axis=0),
+                             atol=1e-5)
+  assert cond['use_negative'].all() and cond['guidance'].tolist() == [2.0] * 6
