@@ -17,13 +17,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import synthetic  # noqa: E402  (benchmarks/synthetic.py)
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from gen_jax import compiler, parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
-
-import synthetic  # noqa: E402  (benchmarks/synthetic.py)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)

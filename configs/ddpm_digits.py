@@ -1,4 +1,5 @@
-"""A small DDPM on scikit-learn's embedded digits (16x16x1): the README's main job, no download.
+"""A small unconditional DDPM on scikit-learn's embedded digits (16x16x1), no download (its text-to-image twin,
+ddpm_text_digits, is the README's main job).
 
 Command:  python main.py --config configs/ddpm_digits.py --workdir runs/ddpm_digits
 Expected: L_simple (eps MSE) 1.0 at step 0, ~0.03 by step 1000; runs/ddpm_digits/samples/step_001000.png and

@@ -21,7 +21,7 @@ from gen_jax.families import register
 from gen_jax.families.base import Conditioning, TrainState
 from gen_jax.families.ddpm import DDPMFamily
 from gen_jax.models.unet import UNet
-from gen_jax.text.encoders import TextEmbedding, make_text_encoder
+from gen_jax.text.encoders import ENCODERS, TextEmbedding, make_text_encoder
 
 
 def _concat(a, b):
@@ -37,6 +37,11 @@ class TextDDPMFamily(DDPMFamily):
     m, text = config.model, config.text
     if not 0.0 <= text.p_uncond < 1.0:
       raise UserError(f'text.p_uncond={text.p_uncond} must be in [0, 1).')
+    if text.encoder not in ENCODERS:
+      raise UserError(f'Unknown text.encoder {text.encoder!r}; use one of {ENCODERS}.')
+    widths = sorted({m.ch * mult for mult in m.ch_mult})
+    if m.cross_attn_heads < 1 or any(w % m.cross_attn_heads for w in widths):
+      raise UserError(f'model.cross_attn_heads={m.cross_attn_heads} must divide every UNet width {widths}.')
     self.model = UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None)
     self.captions = caption_table(config.data.name, ())  # replaced by bind_data with the source's class names
     self.encoder = None

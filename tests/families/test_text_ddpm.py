@@ -137,7 +137,9 @@ def test_sample_mode_user_errors(minilm_run, tmp_path):
 
 def test_bad_text_settings_are_user_errors():
   with pytest.raises(UserError, match='text.encoder'):
-    get_family(tiny_text_config('bert')).bind_data(make_source(tiny_text_config().data))
+    get_family(tiny_text_config('bert'))
+  with pytest.raises(UserError, match='cross_attn_heads=3 must divide'):
+    get_family(tiny_text_config(**{'model.cross_attn_heads': 3}))
   with pytest.raises(UserError, match='p_uncond'):
     get_family(tiny_text_config(**{'text.p_uncond': 1.0}))
 
@@ -153,10 +155,16 @@ def test_guided_sampling_matches_its_definition(monkeypatch):
   family.sample(state, jax.random.PRNGKey(5), 2, cond)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
   t = jnp.array([90, 40])
-  emb = family._embed(params, state.frozen, cond['prompt'])
-  eps_c = family._conditioned(params, emb, jnp.zeros(2, bool))(x, t)
-  eps_u = family._conditioned(params, emb, jnp.ones(2, bool))(x, t)
-  np.testing.assert_allclose(captured[0](x, t), eps_u + 2.5 * (eps_c - eps_u), atol=1e-5)
+
+  @jax.jit  # one compile instead of eager UNet op dispatch
+  def by_hand(params, frozen, x, t):
+    emb = family._embed(params, frozen, cond['prompt'])
+    eps_c = family._conditioned(params, emb, jnp.zeros(2, bool))(x, t)
+    eps_u = family._conditioned(params, emb, jnp.ones(2, bool))(x, t)
+    return captured[0](x, t), eps_c, eps_u
+
+  guided, eps_c, eps_u = by_hand(params, state.frozen, x, t)
+  np.testing.assert_allclose(guided, eps_u + 2.5 * (eps_c - eps_u), atol=1e-5)
   assert np.abs(eps_c - eps_u).mean() > 1e-3  # the condition matters for these params
   assert np.abs(eps_c[0] - eps_c[1]).mean() > 1e-3  # and differs between the two prompts
 
