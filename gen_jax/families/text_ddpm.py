@@ -43,8 +43,7 @@ class TextDDPMFamily(DDPMFamily):
     if m.cross_attn_heads < 1 or any(w % m.cross_attn_heads for w in widths):
       raise UserError(f'model.cross_attn_heads={m.cross_attn_heads} must divide every UNet width {widths}.')
     self.model = UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None)
-    self.captions = caption_table(config.data.name, ())  # replaced by bind_data with the source's class names
-    self.encoder = None
+    self.captions = self.encoder = None  # set by bind_data, from the training source's class names
 
   # --- data and frozen inputs ------------------------------------------------------------------------------------
   def bind_data(self, source):
