@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen_jax.text.encoders import masked_mean
 from gen_jax.text.tokenizer import minilm_files
 
 
@@ -61,8 +62,7 @@ class MiniLM(nn.Module):
 
 def mean_pool(states: jax.Array, mask: jax.Array) -> jax.Array:
   """Attention-mask mean over tokens, then L2 normalisation: [b n d], [b n] -> [b d]."""
-  m = mask.astype(states.dtype)[..., None]
-  pooled = (states * m).sum(1) / jnp.maximum(m.sum(1), 1e-9)
+  pooled = masked_mean(states, mask)
   return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
 
 
