@@ -12,8 +12,9 @@ from ml_collections import config_flags  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and samples.')
-flags.DEFINE_enum('mode', 'train', ['train', 'sample'],
-                  'train: train (resuming from --workdir); sample: images from its latest checkpoint.')
+flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'],
+                  'train: train (resuming from --workdir); sample: images from its latest checkpoint; eval: '
+                  'FD / IS / KID / precision-recall (+ bits/dim, alignment) of it (eval.follow: of every new one).')
 flags.DEFINE_multi_string('prompt', None, '--mode sample, text configs: a prompt (repeatable); default: the '
                           "dataset's fixed prompt per class.")
 flags.DEFINE_string('negative_prompt', '', '--mode sample, text configs: replaces the null conditioning in guidance.')
@@ -22,7 +23,7 @@ flags.DEFINE_integer('num_processes', 0, 'Multi-process runs: number of processe
 flags.DEFINE_integer('process_id', -1, 'Multi-process runs: this process index.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-MODES = {'train': 'gen_jax.train:train', 'sample': 'gen_jax.sample:sample'}  # 'eval' comes with FID/IS
+MODES = {'train': 'gen_jax.train:train', 'sample': 'gen_jax.sample:sample', 'eval': 'gen_jax.evaluate:evaluate'}
 
 
 def main(argv):
@@ -41,6 +42,8 @@ def main(argv):
     if FLAGS.mode != 'sample':
       sys.exit('error: --prompt and --negative_prompt are for --mode sample.')
     kwargs = {'prompts': FLAGS.prompt or [], 'negative_prompt': FLAGS.negative_prompt}
+  if FLAGS.mode == 'eval':
+    kwargs = {'config_file': config_flags.get_config_filename(FLAGS['config'])}
   try:
     run(FLAGS.config, FLAGS.workdir, **kwargs)
   except UserError as e:

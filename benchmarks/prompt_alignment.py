@@ -28,6 +28,7 @@ flags.mark_flags_as_required(['config', 'workdir', 'prompt'])
 
 def main(argv):
   del argv
+  from gen_jax.evaluation import cache_dir
   from gen_jax.evaluation.classifier import alignment, get_classifier
   from gen_jax.sample import sample
 
@@ -36,7 +37,7 @@ def main(argv):
   prompts, labels = [p for p, _ in pairs], [int(label) for _, label in pairs]
   with np.load(sample(config, FLAGS.workdir, prompts=prompts)) as data:
     images = data['images']
-  classifier = get_classifier(config.data, config.classifier.cache_dir or os.path.join(FLAGS.workdir, 'classifier'))
+  classifier = get_classifier(config.data, cache_dir(config.classifier.cache_dir, 'classifier'))
   n = config.sample.num_samples
   rows = {p: alignment(classifier, images[i * n:(i + 1) * n], np.full(n, label))[label]
           for i, (p, label) in enumerate(zip(prompts, labels))}

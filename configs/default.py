@@ -59,9 +59,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.sample.seed = 0
   config.sample.guidance = 1.0  # text families: classifier-free guidance scale w (1 = conditional model)
 
+  # --- --mode eval: sample-quality metrics of checkpoints (gen_jax/evaluate.py) --------------------------------
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_samples = 10000  # images drawn per checkpoint (text families: split evenly over class prompts)
+  config.eval.batch_size = 500  # images per sampling call, split over all devices
+  config.eval.seed = 1  # sample i uses fold_in(PRNGKey(seed), i): the same images on any device count
+  config.eval.reference_split = 'train'  # statistics of every example of this split; the floor uses data.eval_split
+  config.eval.classifier = True  # FD / IS / precision-recall on the dataset classifier's features (offline)
+  config.eval.inception = False  # FID / IS / KID on the FID Inception network (needs pytorch-fid's weights)
+  config.eval.inception_weights = ''  # pt_inception-2015-12-05-6726825d.pth or its .npz; '' = <cache_dir>/...
+  config.eval.kid_subsets = 100
+  config.eval.kid_subset_size = 1000
+  config.eval.is_splits = 10
+  config.eval.pr_k = 3  # precision / recall: k of the k-NN balls (Kynkaanniemi et al. 2019)
+  config.eval.max_reference_features = 10000  # real features kept for KID / precision-recall (stats use all)
+  config.eval.bits_per_dim = True  # VAE / DDPM: the likelihood bound over every example of data.eval_split
+  config.eval.cache_dir = ''  # reference statistics + Inception weights; '' = $XDG_CACHE_HOME/gen_jax/eval
+  config.eval.follow = False  # wait for new checkpoints of a running training job; evaluate each once
+  config.eval.follow_poll_s = 30
+  config.eval.follow_timeout_s = 3600  # follow: stop after this long without a new checkpoint
+
   # --- dataset classifier (alignment of text-to-image samples) ---------------------------------------------
   config.classifier = ml_collections.ConfigDict()
-  config.classifier.cache_dir = ''  # '' = <workdir>/classifier; trained once per dataset, then reused
+  config.classifier.cache_dir = ''  # '' = $XDG_CACHE_HOME/gen_jax/classifier; trained once per dataset, then reused
 
   config.compilation_cache_dir = ''  # '' = no persistent XLA cache; 'workdir' = <workdir>/xla_cache
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.serialization import type_handler_registry
 
 from gen_jax.errors import UserError
 
@@ -23,9 +24,9 @@ def _save_replicated_arrays_whole_on_one_host() -> None:
   first checkpoint on a 2-core CPU, minutes for a large net. Keep it where it pays: several processes."""
   if jax.process_count() == 1:
     handler = ocp.type_handlers.get_type_handler(jax.Array)
-    if getattr(handler, '_use_replica_parallel', False):
-      ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-                                              override=True)
+    if getattr(handler, '_use_replica_parallel', False):  # once per process, silently: an intended override
+      type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(
+          jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True, ignore_warnings=True)
 
 
 class Checkpointer:
@@ -40,6 +41,11 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """Finished checkpoints, re-read from disk (another process may be writing new ones)."""
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_state: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
     state = _without_frozen(state)

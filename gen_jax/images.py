@@ -6,13 +6,20 @@ import math
 import os
 
 import einops
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-  """[-1, 1] floats -> uint8 0..255 (rounded, clipped)."""
+  """[-1, 1] floats -> uint8 0..255 (rounded, clipped): what a saved PNG holds."""
   return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def quantize(images: jax.Array) -> jax.Array:
+  """`to_uint8` on device (the same float32 arithmetic and round-half-even), for samples scored in bulk."""
+  return jnp.clip(jnp.rint((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:

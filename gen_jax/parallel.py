@@ -14,6 +14,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -62,6 +63,32 @@ def to_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str,
   sharding = NamedSharding(mesh, P(None, DATA))
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()
           if np.asarray(v).dtype.kind in 'biuf'}
+
+
+def shard_host_array(a: np.ndarray, mesh: Mesh) -> jax.Array:
+  """The same host array on every process -> one global array sharded over `data` on its first axis."""
+  sharding = NamedSharding(mesh, P(DATA))
+  return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def map_rows(fn: Callable, mesh: Mesh, rows: Any, batch_size: int, *args, progress: Callable | None = None) -> Any:
+  """`fn(*args, rows_batch)` (compiled, sharded over `data`, args replicated) over host arrays [n ...] in batches
+  of `batch_size` (the last one padded); outputs [n ...] gathered to every process as numpy.
+
+  The same host `rows` on every process (e.g. all of a test split); per-row outputs must not depend on the
+  other rows of a batch, so results are the same for any device count. `progress(done, n)` after each batch.
+  """
+  n = len(jax.tree.leaves(rows)[0])
+  outputs = []
+  for start in range(0, n, batch_size):
+    def pad(a):
+      part = a[start:start + batch_size]
+      return np.pad(part, [(0, batch_size - len(part))] + [(0, 0)] * (a.ndim - 1), mode='edge')
+    batch = jax.tree.map(lambda a: shard_host_array(pad(np.asarray(a)), mesh), rows)
+    outputs.append(jax.tree.map(np.asarray, multihost_utils.process_allgather(fn(*args, batch), tiled=True)))
+    if progress is not None:
+      progress(min(start + batch_size, n), n)
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outputs)
 
 
 def make_sharded_train_step(step_fn: Callable, mesh: Mesh, batches_per_step: int = 1) -> Callable:

@@ -42,19 +42,13 @@ def make_sharded_sampler(family, mesh, batch_size: int):
                                     out_specs=P(parallel.DATA)))
 
 
-def _global(a: np.ndarray, mesh) -> jax.Array:
-  """The same host array on every process -> one global array sharded over `data` on its first axis."""
-  sharding = jax.sharding.NamedSharding(mesh, P(parallel.DATA))
-  return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
-
-
 def draw_samples(draw, state, key, num: int, batch: int, mesh, cond=None) -> np.ndarray:
   """uint8 samples [num h w c] in batches of `batch` (the last one padded); cond arrays are [num ...]."""
   chunks = []
   for i in range(-(-num // batch)):  # a Python loop over *batches* of samples; timesteps loop inside `draw`
     part = None
     if cond is not None:  # this batch's rows (the last batch padded), as global arrays sharded like the samples
-      part = jax.tree.map(lambda a: _global(np.pad(a[i * batch:(i + 1) * batch], [
+      part = jax.tree.map(lambda a: parallel.shard_host_array(np.pad(a[i * batch:(i + 1) * batch], [
           (0, max(0, (i + 1) * batch - num))] + [(0, 0)] * (a.ndim - 1), mode='edge'), mesh), cond)
     chunks.append(images.to_uint8(multihost_utils.process_allgather(
         draw(state, jax.random.fold_in(key, i), part), tiled=True)))
@@ -65,8 +59,8 @@ def _slug(text: str) -> str:
   return re.sub(r'[^a-z0-9]+', '_', text.lower()).strip('_')[:60]
 
 
-def restore_latest(config, workdir: str, family, image_shape, mesh):
-  """(state with its frozen inputs, step) from the latest checkpoint in `workdir`."""
+def restore_latest(config, workdir: str, family, image_shape, mesh, step: int | None = None):
+  """(state with its frozen inputs, step) from checkpoint `step` (default: the latest) in `workdir`."""
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
   replicated = parallel.replicated(mesh)
@@ -74,7 +68,7 @@ def restore_latest(config, workdir: str, family, image_shape, mesh):
   abstract = abstract_like(jax.eval_shape(init, jax.random.PRNGKey(0)), replicated)
   checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep, async_save=False)
   try:
-    step = checkpointer.latest_step()
+    step = checkpointer.latest_step() if step is None else step
     if step is None:
       raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
     state, _ = checkpointer.restore(abstract, step, family.checkpoint_metadata())
@@ -134,9 +128,10 @@ def report_alignment(config, workdir, source, prompts, samples, num, stem) -> di
   known = [i for i, label in enumerate(labels) if label is not None]
   if not known or len(source.class_names) < 2:
     return None
+  from gen_jax.evaluation import cache_dir
   from gen_jax.evaluation.classifier import alignment, get_classifier
 
-  classifier = get_classifier(config.data, config.classifier.cache_dir or os.path.join(workdir, 'classifier'))
+  classifier = get_classifier(config.data, cache_dir(config.classifier.cache_dir, 'classifier'))
   rows = {}
   for i in known:
     rows[prompts[i]] = alignment(classifier, samples[i * num:(i + 1) * num], np.full(num, labels[i]))[labels[i]]

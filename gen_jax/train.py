@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from gen_jax import compiler, images, parallel
+from gen_jax import compiler, images, parallel, provenance
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source, make_train_iterator
 from gen_jax.data.pipeline import make_train_dataset
@@ -145,6 +145,8 @@ class Trainer:
     progress = ProgressLine(config.total_steps, config.global_batch_size, step)
     report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
     last_saved = checkpointer.latest_step()
+    started = time.time()  # + the wall time recorded at the checkpoint this run resumed from
+    earlier = (provenance.train_seconds_at(self.workdir, last_saved) or 0.0) if last_saved is not None else 0.0
     preempted = False
     eval_history = {}
 
@@ -152,6 +154,7 @@ class Trainer:
       nonlocal last_saved
       log.flush(last_saved)  # raises on NaN/Inf: broken params are never saved
       checkpointer.save(step, state, self.data.get_state(), self.family.checkpoint_metadata())
+      provenance.record_train_time(self.workdir, step, earlier + time.time() - started)
       last_saved = step
 
     with PreemptionGuard() as guard:

@@ -15,11 +15,14 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 _XLA_CACHE = tempfile.mkdtemp(prefix='gen_jax_tests_xla_cache_')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _XLA_CACHE)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+_USER_CACHE = tempfile.mkdtemp(prefix='gen_jax_tests_user_cache_')
+os.environ['XDG_CACHE_HOME'] = _USER_CACHE  # classifier / reference caches of code under test: never ~/.cache
 
 
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+  shutil.rmtree(_USER_CACHE, ignore_errors=True)
 
 
 import pytest  # noqa: E402

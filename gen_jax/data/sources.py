@@ -55,6 +55,17 @@ def make_source(data_config) -> ImageSource:
   return builders[data_config.source](data_config)
 
 
+def load_split(data_config, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Every example of `split` (no shuffling, no drop-remainder): uint8 images [n h w c] and int32 labels [n]."""
+  config = data_config.copy_and_resolve_references()
+  config.split = split
+  source = make_source(config)
+  if source.labels is not None:
+    return np.asarray(source.images, np.uint8), np.asarray(source.labels, np.int32)
+  records = [source[i] for i in range(len(source))]
+  return np.stack([r['image'] for r in records]), np.asarray([r['label'] for r in records], np.int32)
+
+
 # --- digits: scikit-learn's 1797 real 8x8 handwritten digits, shipped inside the wheel -----------------------
 DIGITS_TEST_SIZE = 297  # the last 297 images are held out as 'test'; 'train' has the first 1500
 

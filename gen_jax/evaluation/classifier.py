@@ -21,20 +21,22 @@ import numpy as np
 import optax
 
 from gen_jax import compiler
-from gen_jax.data import make_source
+from gen_jax.data import load_split, make_source
 
 
 class CNN(nn.Module):
   num_classes: int
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """[n h w c] in [-1, 1] -> logits [n k]."""
+  def __call__(self, x: jax.Array, train: bool = False, with_features: bool = False):
+    """[n h w c] in [-1, 1] -> logits [n k]; with_features: (penultimate features [n 128], logits)."""
     for features in (32, 64):
       x = nn.relu(nn.Conv(features, (3, 3))(x))
       x = nn.max_pool(x, (2, 2), (2, 2))
     x = nn.Dropout(0.3, deterministic=not train)(x.reshape(x.shape[0], -1))
-    return nn.Dense(self.num_classes)(nn.relu(nn.Dense(128)(x)))
+    hidden = nn.relu(nn.Dense(128)(x))
+    logits = nn.Dense(self.num_classes)(hidden)
+    return (hidden, logits) if with_features else logits
 
 
 @dataclasses.dataclass
@@ -65,12 +67,8 @@ def alignment(classifier: Classifier, images: np.ndarray, labels: np.ndarray) ->
 
 
 def _arrays(data_config, split: str) -> tuple[np.ndarray, np.ndarray]:
-  config = data_config.copy_and_resolve_references()
-  config.split = split
-  source = make_source(config)
-  records = [source[i] for i in range(len(source))]
-  images = np.stack([r['image'] for r in records]).astype(np.float32) / 127.5 - 1.0
-  return images, np.asarray([r['label'] for r in records], np.int32)
+  images, labels = load_split(data_config, split)
+  return images.astype(np.float32) / 127.5 - 1.0, labels
 
 
 def _cache_name(data_config, image_shape, steps: int, seed: int) -> str:

@@ -107,3 +107,11 @@ class Family(abc.ABC):
     Optional: the loop only calls it when `config.eval_every > 0`. Return device-invariant scalars.
     """
     raise NotImplementedError(f'{type(self).__name__} has no eval_step; set --config.eval_every=0.')
+
+  # Likelihood families (VAE, DDPM): a bound on -log p(x) per example, for `--mode eval` over a whole split.
+  reports_bits_per_dim: bool = False
+
+  def bits_per_dim(self, state: TrainState, batch: dict[str, jax.Array], keys: jax.Array) -> jax.Array:
+    """Per-example bound in bits/dim [b] for `batch['image']` [b h w c], noise from `keys` [b] (one per example,
+    so each value is independent of device count and batch)."""
+    raise NotImplementedError(f'{type(self).__name__} has no likelihood bound.')

@@ -114,6 +114,18 @@ class DDPMFamily(Family):
                      decoder_bits_per_dim=jnp.mean(bound.terms[:, 0]))
     return parallel.mean_over_devices(metrics)
 
+  reports_bits_per_dim = True
+
+  def bits_per_dim(self, state: TrainState, batch, keys):
+    """The full variational bound (T network evaluations) per example, each with its own noise stream."""
+    params = state.ema_params if self.config.sampler.use_ema else state.params
+    model_fn = self._network(params, state.frozen, {})
+    kind, s = self.config.diffusion.prediction, self.config.sampler
+
+    def one(x0, key):
+      return self.diffusion.bits_per_dim_bound(model_fn, x0[None], key, kind, s.variance, s.clip_x0).total[0]
+    return jax.vmap(one)(batch['image'], keys)
+
   def sample(self, state: TrainState, rng, num_samples: int, cond=None):
     del cond  # unconditional
     params = state.ema_params if self.config.sampler.use_ema else state.params

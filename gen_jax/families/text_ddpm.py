@@ -31,6 +31,7 @@ def _concat(a, b):
 @register('text_ddpm')
 class TextDDPMFamily(DDPMFamily):
   conditional = True
+  reports_bits_per_dim = False  # a conditional bound needs captions: not reported (VAE / DDPM only)
 
   def __init__(self, config):
     super().__init__(config)

@@ -86,6 +86,12 @@ class VAEFamily(Family):
     nelbo, recon, kl = self.losses(state.params, images, keys)
     return parallel.mean_over_devices(elbo_metrics(nelbo, recon, kl, images.shape))
 
+  reports_bits_per_dim = True
+
+  def bits_per_dim(self, state: TrainState, batch, keys):
+    nelbo, _, _ = self.losses(state.params, batch['image'], keys)  # one-sample -ELBO per example
+    return distributions.bits_per_dim(nelbo, math.prod(batch['image'].shape[1:]))
+
   def sample(self, state: TrainState, rng, num_samples: int, cond=None):
     del cond  # unconditional
     z = jax.random.normal(rng, (num_samples, self.config.model.latent_dim))

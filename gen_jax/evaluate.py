@@ -1,0 +1,268 @@
+"""`--mode eval`: the full evaluation of a checkpoint, written to stdout, TensorBoard and eval/step_XXXXXX.json.
+
+Per checkpoint: `eval.num_samples` images from the EMA params where the family has them (text families: split
+evenly over the dataset's class prompts, at `sample.guidance`), drawn sharded over every device with one key per
+sample (sample i is the same on any device count), quantised to uint8 exactly as saved PNGs. Then, on the
+features of each enabled extractor (dataset classifier: offline; FID Inception: pytorch-fid's weights) against
+reference statistics of every example of `eval.reference_split`:
+  FD, IS (10 splits), KID (unbiased, subsets), precision/recall (k-NN, k=3),
+with the floor beside them: the same metrics for N real images of `data.eval_split` (FD(train, test) at the same
+N, or all of the split when it is smaller). Text families add classifier alignment per class prompt; VAE and
+DDPM add the likelihood bound in bits/dim over every example of `data.eval_split` (none dropped).
+
+`eval.follow=True` evaluates every checkpoint a running training job writes, once each (a rerun skips steps
+whose JSON exists), and stops after evaluating `total_steps` or after `eval.follow_timeout_s` without news.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+from clu import metric_writers
+from jax.sharding import PartitionSpec as P
+
+from gen_jax import compiler, images, parallel, provenance
+from gen_jax.checkpoint import Checkpointer
+from gen_jax.data import load_split, make_source
+from gen_jax.errors import UserError
+from gen_jax.evaluation import cache_dir, metrics
+from gen_jax.evaluation.features import FeatureExtractor, classifier_extractor, inception_extractor
+from gen_jax.evaluation.reference import Reference, reference_statistics
+from gen_jax.families import get_family
+from gen_jax.sample import restore_latest
+
+
+class Progress:
+  """'  sampling   2000/10000  143.2 img/s  ETA 00:00:56' at most every `every_s` seconds, and at the end."""
+
+  def __init__(self, what: str, every_s: float = 10.0):
+    self.what, self.every_s = what, every_s
+    self.start = self.last = time.perf_counter()
+
+  def __call__(self, done: int, total: int) -> None:
+    now = time.perf_counter()
+    if (now - self.last < self.every_s and done < total) or jax.process_index() != 0:
+      return
+    self.last = now
+    rate = done / max(now - self.start, 1e-9)
+    eta = time.strftime('%H:%M:%S', time.gmtime((total - done) / rate)) if rate > 0 else '?'
+    print(f'  {self.what:<24} {done:>{len(str(total))}}/{total}  {rate:.1f}/s  ETA {eta}', flush=True)
+
+
+def make_example_sampler(family, mesh):
+  """jit(shard_map): one uint8 sample per key [b] (and per row of `cond`), vmapped one at a time, so a sample
+  depends on its key only, not on which device or batch drew it."""
+  def per_device(state, rows):
+    def one(key, cond):
+      cond = None if cond is None else jax.tree.map(lambda a: a[None], cond)
+      return family.sample(state, key, 1, cond)[0]
+    return images.quantize(jax.vmap(one)(rows['key'], rows.get('cond')))
+
+  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
+                                    out_specs=P(parallel.DATA)))
+
+
+def make_bits_per_dim(family, mesh):
+  def per_device(state, rows):
+    return family.bits_per_dim(state, {'image': rows['image'].astype(np.float32) / 127.5 - 1.0}, rows['key'])
+  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
+                                    out_specs=P(parallel.DATA)))
+
+
+def example_keys(seed: int, n: int) -> np.ndarray:
+  """Key i = fold_in(PRNGKey(seed), i), as host raw keys [n 2]."""
+  return np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(np.arange(n)))
+
+
+def feature_metrics(ev, prefix: str, reference: Reference, features: np.ndarray, logits: np.ndarray) -> dict:
+  """FD / IS / KID / precision-recall of `features` [n d] (and `logits` [n k]) against `reference`."""
+  out = {f'{prefix}_fd': metrics.frechet_distance(metrics.gaussian_stats(features), reference.stats)}
+  out[f'{prefix}_is'], out[f'{prefix}_is_std'] = metrics.inception_score(logits, min(ev.is_splits, len(logits)))
+  out[f'{prefix}_kid'], out[f'{prefix}_kid_std'] = metrics.kernel_inception_distance(
+      reference.features, features, ev.kid_subsets, ev.kid_subset_size)
+  m = min(len(reference.features), len(features))
+  out[f'{prefix}_precision'], out[f'{prefix}_recall'] = metrics.precision_recall(
+      reference.features[:m], features[:m], ev.pr_k)
+  return out
+
+
+class Evaluator:
+  """Everything that does not change between checkpoints (extractors, references, floors), built once."""
+
+  def __init__(self, config, workdir: str, config_file: str = '', devices=None):
+    self.config, self.workdir, self.config_file = config, workdir, config_file
+    ev = config.eval
+    self.mesh = parallel.make_mesh(devices)
+    devices = self.mesh.devices.size
+    if ev.batch_size % devices:
+      raise UserError(f'eval.batch_size={ev.batch_size} must be a multiple of the {devices} devices.')
+    if not (ev.classifier or ev.inception):
+      raise UserError('Nothing to evaluate: set --config.eval.classifier=True and/or --config.eval.inception=True.')
+    self.family = get_family(config)
+    self.source = make_source(config.data)
+    self.family.bind_data(self.source)
+    self.image_shape = tuple(self.source.image_shape)
+    self.prompts, self.labels, self.cond = [], None, None
+    n = ev.num_samples
+    if self.family.conditional:
+      self.prompts = self.family.fixed_prompts()
+      per_prompt = n // len(self.prompts)
+      if per_prompt < 1:
+        raise UserError(f'eval.num_samples={n} is fewer than the {len(self.prompts)} class prompts.')
+      self.cond = self.family.prompt_conditioning(self.prompts, per_prompt, config.sample.guidance)
+      self.labels = np.repeat(np.arange(len(self.prompts)), per_prompt)
+      n = len(self.labels)
+    if n < max(ev.is_splits, ev.pr_k + 1, 2):
+      raise UserError(f'eval.num_samples={n} is too few for IS ({ev.is_splits} splits) and precision/recall.')
+    self.num_samples = n
+    self.extractors: list[FeatureExtractor] = []
+    self.classifier = None
+    eval_cache = cache_dir(ev.cache_dir, 'eval')
+    if ev.inception:  # first: a missing weight file fails before anything is computed
+      self.extractors.append(inception_extractor(ev.inception_weights, eval_cache))
+    if ev.classifier:
+      from gen_jax.evaluation.classifier import get_classifier
+      self.classifier = get_classifier(config.data, cache_dir(config.classifier.cache_dir, 'classifier'))
+      self.extractors.append(classifier_extractor(self.classifier))
+    self.references = {e.name: reference_statistics(config.data, ev.reference_split, e, self.mesh, eval_cache,
+                                                    ev.max_reference_features, Progress(f'{e.name} reference'))
+                       for e in self.extractors}
+    self.floor = self._floor(eval_cache)
+    self._sampler = make_example_sampler(self.family, self.mesh)
+    self._bpd = make_bits_per_dim(self.family, self.mesh) if self._wants_bpd() else None
+
+  def _wants_bpd(self) -> bool:
+    return bool(self.config.eval.bits_per_dim and self.family.reports_bits_per_dim)
+
+  def _floor(self, eval_cache: str) -> dict:
+    """The metrics of N real held-out images (all of the split when it has fewer) against the same reference:
+    what a perfect model would score at this N (FD and KID are biased upwards at small N)."""
+    ev, split = self.config.eval, self.config.data.eval_split
+    floor = {}
+    for e in self.extractors:
+      held_out = reference_statistics(self.config.data, split, e, self.mesh, eval_cache, self.num_samples,
+                                      Progress(f'{e.name} {split} split'))
+      floor.update(feature_metrics(ev, e.name, self.references[e.name], held_out.features, held_out.logits))
+      floor['n'] = len(held_out.features)
+    floor['split'] = split
+    if self.classifier is not None:
+      floor['classifier_test_accuracy'] = self.classifier.test_accuracy
+    return floor
+
+  def evaluate_step(self, step: int) -> dict:
+    config, ev = self.config, self.config.eval
+    start = time.time()
+    state, step = restore_latest(config, self.workdir, self.family, self.image_shape, self.mesh, step)
+    if jax.process_index() == 0:
+      print(f'Evaluating step {step}: {self.num_samples} samples'
+            + (f' ({len(self.prompts)} class prompts, guidance {config.sample.guidance})' if self.prompts else ''),
+            flush=True)
+    rows = {'key': example_keys(ev.seed, self.num_samples)}
+    if self.cond is not None:
+      rows['cond'] = self.cond.inputs
+    samples = parallel.map_rows(self._sampler, self.mesh, rows, ev.batch_size, state, progress=Progress('sampling'))
+    sample_s = time.time() - start
+    results = {}
+    for e in self.extractors:
+      out = e(samples, self.mesh, Progress(f'{e.name} features'))
+      results.update(feature_metrics(ev, e.name, self.references[e.name], out['features'], out['logits']))
+      if self.floor['n'] < self.num_samples:  # FD is biased by N: also at the floor's N, like for like
+        results[f'{e.name}_fd_at_floor_n'] = metrics.frechet_distance(
+            metrics.gaussian_stats(out['features'][:self.floor['n']]), self.references[e.name].stats)
+      if e.name == 'classifier' and self.labels is not None:
+        predicted = out['logits'].argmax(-1)
+        per_class = {p: float(np.mean(predicted[self.labels == k] == k)) for k, p in enumerate(self.prompts)}
+        results['alignment'] = float(np.mean(list(per_class.values())))
+        results['alignment_per_prompt'] = per_class
+    if self._bpd is not None:
+      test, _ = load_split(config.data, config.data.eval_split)
+      bpd = parallel.map_rows(self._bpd, self.mesh, {'image': test, 'key': example_keys(ev.seed + 1, len(test))},
+                              ev.batch_size, state, progress=Progress(f'bits/dim ({config.data.eval_split})'))
+      results['bits_per_dim'] = float(np.mean(bpd, dtype=np.float64))
+      results['bits_per_dim_n'] = len(test)
+    report = {
+        'step': step, 'workdir': os.path.abspath(self.workdir), 'config_file': self.config_file,
+        'family': config.model.family, 'dataset': config.data.name, 'image_shape': list(self.image_shape),
+        'num_samples': self.num_samples, 'seed': ev.seed, 'guidance': config.sample.guidance if self.prompts else None,
+        'reference_split': ev.reference_split, 'extractors': {e.name: e.fingerprint for e in self.extractors},
+        'hardware': provenance.hardware_description(), 'devices': int(self.mesh.devices.size),
+        'train_wall_s': provenance.train_seconds_at(self.workdir, step),
+        'sample_wall_s': round(sample_s, 1), 'eval_wall_s': round(time.time() - start, 1),
+        'metrics': results, 'floor': self.floor, 'config': json.loads(config.to_json_best_effort()),
+    }
+    self._write(step, report)
+    return report
+
+  def _write(self, step: int, report: dict) -> None:
+    if jax.process_index() != 0:
+      return
+    path = result_path(self.workdir, step)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+      json.dump(report, f, indent=1)
+    os.replace(path + '.tmp', path)
+    scalars = {k: v for k, v in report['metrics'].items() if isinstance(v, float) and math.isfinite(v)}
+    writer = metric_writers.create_default_writer(os.path.dirname(path), just_logging=False)
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+    writer.close()
+    floor = report['floor']
+    print(f'step {step} ({report["num_samples"]} samples, {report["eval_wall_s"]:.0f} s):', flush=True)
+    for k, v in scalars.items():
+      real = floor.get(k.replace('_at_floor_n', ''))
+      print(f'  {k:<22} {v:10.4g}' + (f'   real {floor["split"]} images (n={floor["n"]}): {real:.4g}'
+                                        if isinstance(real, float) else ''), flush=True)
+    if 'alignment_per_prompt' in report['metrics']:
+      for prompt, value in report['metrics']['alignment_per_prompt'].items():
+        print(f'    {value:6.1%}  {prompt}', flush=True)
+    print(f'Wrote {path}', flush=True)
+
+
+def result_path(workdir: str, step: int) -> str:
+  return os.path.join(workdir, 'eval', f'step_{step:06d}.json')
+
+
+def _checkpoint_steps(config, workdir: str) -> list[int]:
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    return []
+  checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep, async_save=False)
+  try:
+    return checkpointer.all_steps()
+  finally:
+    checkpointer.close()
+
+
+def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[dict]:
+  """Evaluates the latest checkpoint (or, with eval.follow, every new one); returns the reports written.
+
+  `devices` (default: all) is for tests that compare 1-device with N-device evaluation in one process.
+  """
+  ev = config.eval
+  if not ev.follow and not _checkpoint_steps(config, workdir):
+    raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
+  evaluator = Evaluator(config, workdir, config_file, devices)
+  reports, last_news = [], time.time()
+  while True:
+    steps = _checkpoint_steps(config, workdir)
+    todo = steps[-1:] if not ev.follow else [s for s in steps if not os.path.exists(result_path(workdir, s))]
+    for step in todo:
+      try:
+        reports.append(evaluator.evaluate_step(step))
+      except FileNotFoundError:  # the training job's max_checkpoints_to_keep removed it meanwhile
+        print(f'Checkpoint {step} disappeared before it was evaluated; skipped.', flush=True)
+      last_news = time.time()
+    if not ev.follow:
+      return reports
+    if steps and steps[-1] >= config.total_steps and all(os.path.exists(result_path(workdir, s)) for s in steps[-1:]):
+      print(f'Evaluated the final step {steps[-1]}; done following.', flush=True)
+      return reports
+    if time.time() - last_news > ev.follow_timeout_s:
+      print(f'No new checkpoint for {ev.follow_timeout_s} s; stopped following {workdir}.', flush=True)
+      return reports
+    if not todo and jax.process_index() == 0:
+      print(f'Waiting for new checkpoints in {workdir} (every {ev.follow_poll_s} s) ...', flush=True)
+    time.sleep(ev.follow_poll_s)
