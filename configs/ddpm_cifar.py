@@ -12,6 +12,11 @@ Hardware: the paper trained on a TPU v3-8 for 800k steps at ~21 steps/s (10.6 h 
           5 s from the persistent cache. Months on a CPU.
 Sample:   python main.py --config configs/ddpm_cifar.py --workdir runs/ddpm_cifar --mode sample
           --config.sample.num_samples=50000 --config.sampler.name=ddpm
+Eval:     python main.py --config configs/ddpm_cifar.py --workdir runs/ddpm_cifar --mode eval
+          [--config.sampler.name=ddpm for the paper's sampler] [--config.eval.follow=True beside training]:
+          FID / IS / KID of 50k samples against all 50k training images (pytorch-fid's Inception weights:
+          downloaded once, or --config.eval.inception_weights=PATH), classifier metrics, and bits/dim over
+          the whole test split. Not run here (needs a trained checkpoint: TPU/GPU-sized).
 """
 
 from configs import default
@@ -52,4 +57,6 @@ def get_config():
   config.sample_every = 10_000
   config.num_samples = 64
   config.compilation_cache_dir = 'workdir'
+  config.eval.inception = True  # FID / IS / KID as papers report them (pytorch-fid's Inception weights)
+  config.eval.num_samples = 50000
   return config

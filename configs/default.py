@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- --mode eval: sample-quality metrics of checkpoints (gen_jax/evaluate.py) --------------------------------
   config.eval = ml_collections.ConfigDict()
   config.eval.num_samples = 10000  # images drawn per checkpoint (text families: split evenly over class prompts)
-  config.eval.batch_size = 500  # images per sampling call, split over all devices
+  config.eval.batch_size = 512  # images per sampling call, split over all devices (a multiple of their count)
   config.eval.seed = 1  # sample i uses fold_in(PRNGKey(seed), i): the same images on any device count
   config.eval.reference_split = 'train'  # statistics of every example of this split; the floor uses data.eval_split
   config.eval.classifier = True  # FD / IS / precision-recall on the dataset classifier's features (offline)

@@ -11,4 +11,6 @@ from configs import gan_mlp_mnist
 def get_config():
   config = gan_mlp_mnist.get_config()
   config.data.name = 'cifar10'
+  config.eval.inception = True  # FID / IS / KID as papers report them (pytorch-fid's Inception weights)
+  config.eval.num_samples = 50000
   return config

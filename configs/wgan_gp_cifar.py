@@ -27,4 +27,6 @@ def get_config():
   config.log_every = 200
   config.checkpoint_every = 5000
   config.sample_every = 5000
+  config.eval.inception = True  # FID / IS / KID as papers report them (pytorch-fid's Inception weights)
+  config.eval.num_samples = 50000
   return config

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from gen_jax import compiler, images, parallel, provenance
 from gen_jax.checkpoint import Checkpointer
-from gen_jax.data import load_split, make_source
+from gen_jax.data import dataset_name, load_split, make_source
 from gen_jax.errors import UserError
 from gen_jax.evaluation import cache_dir, metrics
 from gen_jax.evaluation.features import FeatureExtractor, classifier_extractor, inception_extractor
@@ -187,7 +187,7 @@ class Evaluator:
       results['bits_per_dim_n'] = len(test)
     report = {
         'step': step, 'workdir': os.path.abspath(self.workdir), 'config_file': self.config_file,
-        'family': config.model.family, 'dataset': config.data.name, 'image_shape': list(self.image_shape),
+        'family': config.model.family, 'dataset': dataset_name(config.data), 'image_shape': list(self.image_shape),
         'num_samples': self.num_samples, 'seed': ev.seed, 'guidance': config.sample.guidance if self.prompts else None,
         'reference_split': ev.reference_split, 'extractors': {e.name: e.fingerprint for e in self.extractors},
         'hardware': provenance.hardware_description(), 'devices': int(self.mesh.devices.size),

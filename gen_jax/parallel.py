@@ -79,6 +79,8 @@ def map_rows(fn: Callable, mesh: Mesh, rows: Any, batch_size: int, *args, progre
   other rows of a batch, so results are the same for any device count. `progress(done, n)` after each batch.
   """
   n = len(jax.tree.leaves(rows)[0])
+  devices = mesh.devices.size
+  batch_size = min(batch_size, -(-n // devices) * devices)  # a small set is not padded up to a whole batch
   outputs = []
   for start in range(0, n, batch_size):
     def pad(a):

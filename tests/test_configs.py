@@ -23,6 +23,7 @@ def test_config_builds_its_family(name):
   doc = importlib.import_module(f'configs.{name}').__doc__
   assert 'Command:' in doc and 'Expected:' in doc and ('Runtime:' in doc or 'Hardware:' in doc), name
   assert config.global_batch_size % jax.device_count() == 0
+  assert config.eval.batch_size % jax.device_count() == 0 and config.sample.batch_size % jax.device_count() == 0
 
 
 def test_ddpm_cifar_has_the_papers_settings():

@@ -55,6 +55,19 @@ def make_source(data_config) -> ImageSource:
   return builders[data_config.source](data_config)
 
 
+def dataset_id(data_config) -> str:
+  """What the images are, for cache keys and tables: 'digits' for the embedded digits whatever `data.name` says
+  (configs derived from MNIST ones keep name='mnist'), the name plus where the files are otherwise."""
+  if data_config.source == 'digits':
+    return 'digits'
+  where = data_config.idx_dir if data_config.source == 'idx' else data_config.get('tfds_data_dir', '')
+  return f'{data_config.name}@{where}' if where else data_config.name
+
+
+def dataset_name(data_config) -> str:
+  return dataset_id(data_config).split('@')[0]
+
+
 def load_split(data_config, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Every example of `split` (no shuffling, no drop-remainder): uint8 images [n h w c] and int32 labels [n]."""
   config = data_config.copy_and_resolve_references()

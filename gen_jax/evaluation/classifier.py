@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from gen_jax import compiler
-from gen_jax.data import load_split, make_source
+from gen_jax.data import dataset_id, dataset_name, load_split, make_source
 
 
 class CNN(nn.Module):
@@ -72,9 +72,8 @@ def _arrays(data_config, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cache_name(data_config, image_shape, steps: int, seed: int) -> str:
-  what = json.dumps([data_config.source, data_config.name, data_config.get('idx_dir', ''), list(image_shape),
-                     steps, seed])
-  return f'classifier_{data_config.name}_{hashlib.sha1(what.encode()).hexdigest()[:10]}'
+  what = json.dumps([dataset_id(data_config), list(image_shape), steps, seed])
+  return f'classifier_{dataset_name(data_config)}_{hashlib.sha1(what.encode()).hexdigest()[:10]}'
 
 
 def train_classifier(data_config, steps: int = 1000, batch_size: int = 128, seed: int = 0) -> Classifier:

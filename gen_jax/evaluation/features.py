@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 from typing import Any, Callable
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,5 +68,8 @@ def classifier_extractor(classifier: Classifier, batch_size: int = 500) -> Featu
     hidden, logits = model.apply({'params': params}, x.astype(jnp.float32) / 127.5 - 1.0, with_features=True)
     return {'features': hidden, 'logits': logits}
 
-  fingerprint = hashlib.sha1(flax.serialization.to_bytes(classifier.params)).hexdigest()[:10]
+  digest = hashlib.sha1()
+  for leaf in jax.tree.leaves(classifier.params):  # the values, whatever array type holds them
+    digest.update(np.asarray(leaf, np.float32).tobytes())
+  fingerprint = digest.hexdigest()[:10]
   return FeatureExtractor('classifier', fingerprint, apply, classifier.params, batch_size)

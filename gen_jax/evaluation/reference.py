@@ -17,7 +17,7 @@ import os
 import jax
 import numpy as np
 
-from gen_jax.data import load_split
+from gen_jax.data import dataset_id, dataset_name, load_split
 from gen_jax.evaluation.features import FeatureExtractor
 from gen_jax.evaluation.metrics import GaussianStats, gaussian_stats
 
@@ -33,11 +33,10 @@ class Reference:
 
 def cache_path(data_config, split: str, image_shape, extractor: FeatureExtractor, max_features: int,
                cache_dir: str) -> str:
-  what = json.dumps([data_config.source, data_config.name, data_config.get('idx_dir', ''),
-                     data_config.get('tfds_data_dir', ''), split, list(image_shape), extractor.name,
-                     extractor.fingerprint, max_features])
+  what = json.dumps([dataset_id(data_config), split, list(image_shape), extractor.name, extractor.fingerprint,
+                     max_features])
   shape = 'x'.join(str(s) for s in image_shape)
-  return os.path.join(cache_dir, f'{data_config.name}_{split}_{shape}_{extractor.name}_'
+  return os.path.join(cache_dir, f'{dataset_name(data_config)}_{split}_{shape}_{extractor.name}_'
                                  f'{hashlib.sha1(what.encode()).hexdigest()[:10]}.npz')
 
 
@@ -50,7 +49,7 @@ def reference_statistics(data_config, split: str, extractor: FeatureExtractor, m
     with np.load(path) as data:
       return Reference(GaussianStats(data['mu'], data['sigma'], int(data['n'])), data['features'], data['logits'],
                        data['labels'], split)
-  print(f'Reference statistics: {len(images)} {data_config.name}/{split} images through the {extractor.name} '
+  print(f'Reference statistics: {len(images)} {dataset_name(data_config)}/{split} images through the {extractor.name} '
         f'(cached at {path})', flush=True)
   out = extractor(images, mesh, progress)
   stats = gaussian_stats(out['features'])

@@ -96,3 +96,48 @@ def test_missing_weights_without_network_name_the_file_and_where_to_put_it(tmp_p
   message = str(e.value)
   assert inception.WEIGHTS_FILE in message and str(tmp_path) in message and 'inception_weights' in message
   assert not os.path.exists(tmp_path / inception.WEIGHTS_FILE)  # no partial download left behind
+
+
+def test_extractor_gives_pool3_and_unbiased_logits_sharded_over_eight_devices(reference, recipe_npz, tmp_path):
+  from gen_jax import parallel
+  from gen_jax.evaluation import features
+  extractor = features.inception_extractor(recipe_npz, str(tmp_path), batch_size=8)
+  out = extractor(reference['inputs'], parallel.make_mesh())  # 4 images padded to one batch of 8 devices
+  fc_bias = recipe_weight('fc.bias', (1008,))
+  np.testing.assert_allclose(out['features'], reference['pool3'], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(out['logits'], reference['logits'] - fc_bias, atol=1e-4, rtol=0)  # IS: no bias
+
+
+class FakeTensor:
+  def __init__(self, array):
+    self.array = array
+
+  def numpy(self):
+    return self.array
+
+
+def test_pth_conversion_uses_the_weights_only_loader(tmp_path, monkeypatch):
+  import sys
+  import types
+  calls = []
+
+  def load(path, map_location=None, weights_only=False):
+    calls.append((path, map_location, weights_only))
+    return {'fc.bias': FakeTensor(np.ones(1008, np.float32)), 'x.bn.num_batches_tracked': FakeTensor(np.int64(3))}
+  monkeypatch.setitem(sys.modules, 'torch', types.SimpleNamespace(load=load))
+  pth = tmp_path / inception.WEIGHTS_FILE
+  pth.write_bytes(b'not read by the fake')
+  npz = inception.resolve_weights(str(pth), str(tmp_path / 'cache'))
+  assert calls == [(str(pth), 'cpu', True)]  # never a full unpickle
+  with np.load(npz) as data:
+    assert data.files == ['fc.bias'] and data['fc.bias'].sum() == 1008  # counters dropped
+  assert inception.resolve_weights(str(pth), str(tmp_path / 'cache')) == npz and len(calls) == 1  # converted once
+
+
+def test_pth_without_torch_names_the_one_line_conversion(tmp_path, monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, 'torch', None)  # import torch -> ImportError
+  pth = tmp_path / inception.WEIGHTS_FILE
+  pth.write_bytes(b'')
+  with pytest.raises(UserError, match='weights_only=True'):
+    inception.resolve_weights(str(pth), str(tmp_path))
