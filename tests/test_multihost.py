@@ -1,4 +1,4 @@
-"""Two processes on 127.0.0.1 (2 CPU devices each) must train exactly what one process does."""
+"""Two processes on 127.0.0.1 (2 CPU devices each) must train and evaluate exactly what one process does."""
 
 import json
 import os
@@ -10,8 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from gen_jax.evaluate import evaluate
 from gen_jax.train import train
-from tests.helpers import host_tree, tiny_vae_config
+from tests.helpers import apply_overrides, host_tree, tiny_vae_config
+from tests.test_evaluate import SMALL_EVAL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,12 +25,12 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_process(tmp_path):
+def test_two_processes_equal_one_process(tmp_path, classifier_cache):
   coordinator = f'127.0.0.1:{free_port()}'
   out = str(tmp_path / 'result')
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'PYTHONPATH': ROOT}
   procs = [subprocess.Popen([sys.executable, '-m', 'tests.multihost_worker', coordinator, str(i),
-                             str(tmp_path / 'workdir'), out], cwd=ROOT, env=env,
+                             str(tmp_path / 'workdir'), out, classifier_cache], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   try:
     logs = [p.communicate(timeout=240)[0] for p in procs]
@@ -52,3 +54,12 @@ def test_two_processes_equal_one_process(tmp_path):
   # Only process 0 writes samples; both took part in the checkpoint.
   assert os.path.exists(tmp_path / 'workdir' / 'samples' / 'step_000006.png')
   assert os.path.isdir(tmp_path / 'workdir' / 'checkpoints' / '6')
+
+  config = apply_overrides(tiny_vae_config(total_steps=6), {**SMALL_EVAL, 'classifier.cache_dir': classifier_cache})
+  [report] = evaluate(config, str(tmp_path / 'single'))
+  for i in range(2):  # the 2-process evaluation (4 devices) equals the 1-process one (8 devices)
+    with open(f'{out}.{i}.eval.json') as f:
+      metrics = json.load(f)
+    for key, value in report['metrics'].items():
+      np.testing.assert_allclose(metrics[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+  assert os.path.exists(tmp_path / 'workdir' / 'eval' / 'step_000006.json')
