@@ -22,7 +22,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from gen_jax import compiler, parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
-from gen_jax.sample import make_sharded_sampler  # noqa: E402
+from gen_jax.sample import example_keys, make_example_sampler  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -42,17 +42,24 @@ def main(argv):
   state = compiler.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
   state = state.replace(frozen=frozen)
   cond = synthetic.sample_conditioning(family, FLAGS.batch, config.sample.guidance)  # guided: one doubled call
-  draw = make_sharded_sampler(family, mesh, FLAGS.batch)
-  key = jax.random.PRNGKey(1)
+
+  def rows(seed):  # what --mode sample / eval feed the sampler: one key (and cond row) per image
+    out = {'key': example_keys(seed, FLAGS.batch)}
+    if cond is not None:
+      out['cond'] = cond
+    return jax.tree.map(lambda a: parallel.shard_host_array(jax.device_get(a), mesh), out)
+
+  draw = make_example_sampler(family, mesh)
   t0 = time.perf_counter()
-  compiled = draw.lower(state, key, cond).compile()
+  compiled = draw.lower(state, rows(1)).compile()
   compile_s = time.perf_counter() - t0
   flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
-  jax.block_until_ready(compiled(state, key, cond))
+  jax.block_until_ready(compiled(state, rows(1)))
   times = []
   for i in range(FLAGS.repeats):
+    batch_rows = rows(2 + i)
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(state, jax.random.fold_in(key, i), cond))
+    jax.block_until_ready(compiled(state, batch_rows))
     times.append(time.perf_counter() - t0)
   best = min(times)
   sampler = config.get('sampler', {})

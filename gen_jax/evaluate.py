@@ -26,7 +26,7 @@ import numpy as np
 from clu import metric_writers
 from jax.sharding import PartitionSpec as P
 
-from gen_jax import compiler, images, parallel, provenance
+from gen_jax import compiler, parallel, provenance
 from gen_jax.checkpoint import Checkpointer
 from gen_jax.data import dataset_name, load_split, make_source
 from gen_jax.errors import UserError
@@ -34,37 +34,8 @@ from gen_jax.evaluation import cache_dir, metrics
 from gen_jax.evaluation.features import FeatureExtractor, classifier_extractor, inception_extractor
 from gen_jax.evaluation.reference import Reference, reference_statistics
 from gen_jax.families import get_family
-from gen_jax.sample import restore_latest
-
-
-class Progress:
-  """'  sampling   2000/10000  143.2 img/s  ETA 00:00:56' at most every `every_s` seconds, and at the end."""
-
-  def __init__(self, what: str, every_s: float = 10.0):
-    self.what, self.every_s = what, every_s
-    self.start = self.last = time.perf_counter()
-
-  def __call__(self, done: int, total: int) -> None:
-    now = time.perf_counter()
-    if (now - self.last < self.every_s and done < total) or jax.process_index() != 0:
-      return
-    self.last = now
-    rate = done / max(now - self.start, 1e-9)
-    eta = time.strftime('%H:%M:%S', time.gmtime((total - done) / rate)) if rate > 0 else '?'
-    print(f'  {self.what:<24} {done:>{len(str(total))}}/{total}  {rate:.1f}/s  ETA {eta}', flush=True)
-
-
-def make_example_sampler(family, mesh):
-  """jit(shard_map): one uint8 sample per key [b] (and per row of `cond`), vmapped one at a time, so a sample
-  depends on its key only, not on which device or batch drew it."""
-  def per_device(state, rows):
-    def one(key, cond):
-      cond = None if cond is None else jax.tree.map(lambda a: a[None], cond)
-      return family.sample(state, key, 1, cond)[0]
-    return images.quantize(jax.vmap(one)(rows['key'], rows.get('cond')))
-
-  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
-                                    out_specs=P(parallel.DATA)))
+from gen_jax.reporting import Progress
+from gen_jax.sample import draw_samples, example_keys, restore_latest
 
 
 def make_bits_per_dim(family, mesh):
@@ -74,21 +45,22 @@ def make_bits_per_dim(family, mesh):
                                     out_specs=P(parallel.DATA)))
 
 
-def example_keys(seed: int, n: int) -> np.ndarray:
-  """Key i = fold_in(PRNGKey(seed), i), as host raw keys [n 2]."""
-  return np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(np.arange(n)))
-
-
 def feature_metrics(ev, prefix: str, reference: Reference, features: np.ndarray, logits: np.ndarray) -> dict:
   """FD / IS / KID / precision-recall of `features` [n d] (and `logits` [n k]) against `reference`."""
   out = {f'{prefix}_fd': metrics.frechet_distance(metrics.gaussian_stats(features), reference.stats)}
   out[f'{prefix}_is'], out[f'{prefix}_is_std'] = metrics.inception_score(logits, min(ev.is_splits, len(logits)))
   out[f'{prefix}_kid'], out[f'{prefix}_kid_std'] = metrics.kernel_inception_distance(
       reference.features, features, ev.kid_subsets, ev.kid_subset_size)
-  m = min(len(reference.features), len(features))
-  out[f'{prefix}_precision'], out[f'{prefix}_recall'] = metrics.precision_recall(
-      reference.features[:m], features[:m], ev.pr_k)
+  m = min(len(reference.features), len(features))  # equal numbers per side, random ones (samples may be in
+  out[f'{prefix}_precision'], out[f'{prefix}_recall'] = metrics.precision_recall(  # class order: text families)
+      reference.features[random_subset(len(reference.features), m)], features[random_subset(len(features), m)],
+      ev.pr_k)
   return out
+
+
+def random_subset(n: int, m: int) -> np.ndarray:
+  """A fixed random choice of m of n indices (the same for every checkpoint and run)."""
+  return np.random.default_rng(0).permutation(n)[:m]
 
 
 class Evaluator:
@@ -133,7 +105,6 @@ class Evaluator:
                                                     ev.max_reference_features, Progress(f'{e.name} reference'))
                        for e in self.extractors}
     self.floor = self._floor(eval_cache)
-    self._sampler = make_example_sampler(self.family, self.mesh)
     self._bpd = make_bits_per_dim(self.family, self.mesh) if self._wants_bpd() else None
 
   def _wants_bpd(self) -> bool:
@@ -162,18 +133,16 @@ class Evaluator:
       print(f'Evaluating step {step}: {self.num_samples} samples'
             + (f' ({len(self.prompts)} class prompts, guidance {config.sample.guidance})' if self.prompts else ''),
             flush=True)
-    rows = {'key': example_keys(ev.seed, self.num_samples)}
-    if self.cond is not None:
-      rows['cond'] = self.cond.inputs
-    samples = parallel.map_rows(self._sampler, self.mesh, rows, ev.batch_size, state, progress=Progress('sampling'))
+    samples = draw_samples(self.family, state, self.mesh, ev.seed, self.num_samples, ev.batch_size,
+                           None if self.cond is None else self.cond.inputs, Progress('sampling'))
     sample_s = time.time() - start
     results = {}
     for e in self.extractors:
       out = e(samples, self.mesh, Progress(f'{e.name} features'))
       results.update(feature_metrics(ev, e.name, self.references[e.name], out['features'], out['logits']))
       if self.floor['n'] < self.num_samples:  # FD is biased by N: also at the floor's N, like for like
-        results[f'{e.name}_fd_at_floor_n'] = metrics.frechet_distance(
-            metrics.gaussian_stats(out['features'][:self.floor['n']]), self.references[e.name].stats)
+        results[f'{e.name}_fd_at_floor_n'] = metrics.frechet_distance(metrics.gaussian_stats(
+            out['features'][random_subset(self.num_samples, self.floor['n'])]), self.references[e.name].stats)
       if e.name == 'classifier' and self.labels is not None:
         predicted = out['logits'].argmax(-1)
         per_class = {p: float(np.mean(predicted[self.labels == k] == k)) for k, p in enumerate(self.prompts)}

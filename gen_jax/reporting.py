@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 
+import jax
 import numpy as np
 from clu import metrics as clu_metrics
 
@@ -85,3 +86,20 @@ class ProgressLine:
     width = len(str(self.total_steps))
     return (f'step {step:>{width}}/{self.total_steps}  {shown}  | {rate:.2f} steps/s, '
             f'{rate * self.batch:.0f} img/s, ETA {eta_text}')
+
+
+class Progress:
+  """'  sampling   2000/10000  143.2 img/s  ETA 00:00:56' at most every `every_s` seconds, and at the end."""
+
+  def __init__(self, what: str, every_s: float = 10.0):
+    self.what, self.every_s = what, every_s
+    self.start = self.last = time.perf_counter()
+
+  def __call__(self, done: int, total: int) -> None:
+    now = time.perf_counter()
+    if (now - self.last < self.every_s and done < total) or jax.process_index() != 0:
+      return
+    self.last = now
+    rate = done / max(now - self.start, 1e-9)
+    eta = time.strftime('%H:%M:%S', time.gmtime((total - done) / rate)) if rate > 0 else '?'
+    print(f'  {self.what:<24} {done:>{len(str(total))}}/{total}  {rate:.1f}/s  ETA {eta}', flush=True)

@@ -1,7 +1,7 @@
 """`--mode sample`: images from the latest checkpoint -> a PNG grid and an .npz of uint8 samples.
 
-Sampling is sharded over all devices (each draws `batch_size / devices` images per call from its own key), so
-large sample sets (e.g. 50k for FID) use every accelerator. Samples are reproducible from `sample.seed`.
+Sampling is sharded over all devices, so large sample sets (e.g. 50k for FID) use every accelerator. Sample i
+comes from key fold_in(PRNGKey(sample.seed), i): reproducible, and the same on any number of devices.
 
 Text-to-image families sample from prompts (`--prompt`, repeatable; without it the dataset's fixed prompt per
 class), `sample.num_samples` per prompt, guided by `sample.guidance`: `prompts_<step>.npz` holds `images` and
@@ -18,7 +18,6 @@ import re
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from gen_jax import compiler, images, parallel
@@ -27,32 +26,35 @@ from gen_jax.data import make_source
 from gen_jax.data.captions import caption_table
 from gen_jax.errors import UserError
 from gen_jax.families import get_family
+from gen_jax.reporting import Progress
 
 
-def make_sharded_sampler(family, mesh, batch_size: int):
-  """jit(shard_map(family.sample)): `batch_size` images per call, split evenly over the `data` axis, together
-  with the per-sample conditioning `cond` (arrays [batch_size ...], or None)."""
-  per_device = batch_size // mesh.devices.size
+@functools.cache  # one compiled sampler per (family, mesh): follow-mode evaluations reuse it
+def make_example_sampler(family, mesh):
+  """jit(shard_map): one uint8 sample per key in `rows['key']` [b 2] (and per row of `rows['cond']`), split
+  over the `data` axis and vmapped one at a time, so a sample depends on its key only, never on which device or
+  batch drew it (`--mode eval` on 8 devices equals 1 device; as fast as one batched call on a CPU)."""
+  def per_device(state, rows):
+    def one(key, cond):
+      cond = None if cond is None else jax.tree.map(lambda a: a[None], cond)
+      return family.sample(state, key, 1, cond)[0]
+    return images.quantize(jax.vmap(one)(rows['key'], rows.get('cond')))
 
-  def draw(state, key, cond):
-    key = jax.random.fold_in(key, jax.lax.axis_index(parallel.DATA))
-    return family.sample(state, key, per_device, cond)
-
-  return compiler.jit(jax.shard_map(draw, mesh=mesh, in_specs=(P(), P(), P(parallel.DATA)),
+  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
                                     out_specs=P(parallel.DATA)))
 
 
-def draw_samples(draw, state, key, num: int, batch: int, mesh, cond=None) -> np.ndarray:
-  """uint8 samples [num h w c] in batches of `batch` (the last one padded); cond arrays are [num ...]."""
-  chunks = []
-  for i in range(-(-num // batch)):  # a Python loop over *batches* of samples; timesteps loop inside `draw`
-    part = None
-    if cond is not None:  # this batch's rows (the last batch padded), as global arrays sharded like the samples
-      part = jax.tree.map(lambda a: parallel.shard_host_array(np.pad(a[i * batch:(i + 1) * batch], [
-          (0, max(0, (i + 1) * batch - num))] + [(0, 0)] * (a.ndim - 1), mode='edge'), mesh), cond)
-    chunks.append(images.to_uint8(multihost_utils.process_allgather(
-        draw(state, jax.random.fold_in(key, i), part), tiled=True)))
-  return np.concatenate(chunks)[:num]
+def example_keys(seed: int, n: int) -> np.ndarray:
+  """Key i = fold_in(PRNGKey(seed), i), as host raw keys [n 2]."""
+  return np.asarray(jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(np.arange(n)))
+
+
+def draw_samples(family, state, mesh, seed: int, num: int, batch: int, cond=None, progress=None) -> np.ndarray:
+  """uint8 samples [num h w c], sample i from key i of `seed`, in sharded batches; cond arrays are [num ...]."""
+  rows = {'key': example_keys(seed, num)}
+  if cond is not None:
+    rows['cond'] = cond
+  return parallel.map_rows(make_example_sampler(family, mesh), mesh, rows, batch, state, progress=progress)
 
 
 def _slug(text: str) -> str:
@@ -95,10 +97,8 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
     cond = family.prompt_conditioning(prompts, num, config.sample.guidance, negative_prompt)
   state, step = restore_latest(config, workdir, family, tuple(source.image_shape), mesh)
 
-  draw = make_sharded_sampler(family, mesh, batch)
-  key = jax.random.PRNGKey(config.sample.seed)
   if cond is None:
-    samples = draw_samples(draw, state, key, num, batch, mesh)
+    samples = draw_samples(family, state, mesh, config.sample.seed, num, batch, progress=Progress('sampling'))
     stem = os.path.join(workdir, 'samples', f'sample_{step:06d}')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(stem), exist_ok=True)
@@ -107,7 +107,8 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
       print(f'Wrote {num} samples from step {step} to {stem}.npz and a grid to {stem}.png', flush=True)
     return stem + '.npz'
 
-  samples = draw_samples(draw, state, key, len(cond.prompts), batch, mesh, cond.inputs)
+  samples = draw_samples(family, state, mesh, config.sample.seed, len(cond.prompts), batch, cond.inputs,
+                         Progress('sampling'))
   stem = os.path.join(workdir, 'samples', f'prompts_{step:06d}')
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(stem), exist_ok=True)
