@@ -34,8 +34,9 @@ class CNN(nn.Module):
       x = nn.relu(nn.Conv(features, (3, 3))(x))
       x = nn.max_pool(x, (2, 2), (2, 2))
     x = nn.Dropout(0.3, deterministic=not train)(x.reshape(x.shape[0], -1))
+    head = nn.Dense(self.num_classes)  # built first: it is 'Dense_0' in every cached classifier
     hidden = nn.relu(nn.Dense(128)(x))
-    logits = nn.Dense(self.num_classes)(hidden)
+    logits = head(hidden)
     return (hidden, logits) if with_features else logits
 
 

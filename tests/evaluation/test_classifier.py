@@ -26,3 +26,13 @@ def test_classifier_is_accurate_cached_and_scores_alignment(classifier_cache):
   threes, sevens = test.images[test.labels == 3], test.images[test.labels == 7]
   assert alignment(classifier, threes, np.full(len(threes), 3))[3] > 0.8
   assert alignment(classifier, sevens, np.full(len(sevens), 3))[3] < 0.2
+
+
+def test_parameter_names_stay_those_of_cached_classifiers():
+  """Caches outlive code: the head must stay 'Dense_0' (built first), or an old cache fails to load."""
+  import jax
+  import jax.numpy as jnp
+
+  from gen_jax.evaluation.classifier import CNN
+  params = CNN(10).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))['params']
+  assert params['Dense_0']['kernel'].shape == (128, 10) and params['Dense_1']['kernel'].shape[1] == 128
