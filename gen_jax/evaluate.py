@@ -24,6 +24,7 @@ import time
 import jax
 import numpy as np
 from clu import metric_writers
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from gen_jax import compiler, parallel, provenance
@@ -48,7 +49,8 @@ def make_bits_per_dim(family, mesh):
 def feature_metrics(ev, prefix: str, reference: Reference, features: np.ndarray, logits: np.ndarray) -> dict:
   """FD / IS / KID / precision-recall of `features` [n d] (and `logits` [n k]) against `reference`."""
   out = {f'{prefix}_fd': metrics.frechet_distance(metrics.gaussian_stats(features), reference.stats)}
-  out[f'{prefix}_is'], out[f'{prefix}_is_std'] = metrics.inception_score(logits, min(ev.is_splits, len(logits)))
+  out[f'{prefix}_is'], out[f'{prefix}_is_std'] = metrics.inception_score(  # splits of a random order, not of
+      logits[random_subset(len(logits), len(logits))], min(ev.is_splits, len(logits)))  # one class each
   out[f'{prefix}_kid'], out[f'{prefix}_kid_std'] = metrics.kernel_inception_distance(
       reference.features, features, ev.kid_subsets, ev.kid_subset_size)
   m = min(len(reference.features), len(features))  # equal numbers per side, random ones (samples may be in
@@ -128,7 +130,12 @@ class Evaluator:
   def evaluate_step(self, step: int) -> dict:
     config, ev = self.config, self.config.eval
     start = time.time()
-    state, step = restore_latest(config, self.workdir, self.family, self.image_shape, self.mesh, step)
+    try:
+      state, step = restore_latest(config, self.workdir, self.family, self.image_shape, self.mesh, step)
+    except (FileNotFoundError, ValueError):
+      if step not in _checkpoint_steps(config, self.workdir):
+        raise CheckpointGone(step) from None
+      raise
     if jax.process_index() == 0:
       print(f'Evaluating step {step}: {self.num_samples} samples'
             + (f' ({len(self.prompts)} class prompts, guidance {config.sample.guidance})' if self.prompts else ''),
@@ -160,6 +167,7 @@ class Evaluator:
         'num_samples': self.num_samples, 'seed': ev.seed, 'guidance': config.sample.guidance if self.prompts else None,
         'reference_split': ev.reference_split, 'extractors': {e.name: e.fingerprint for e in self.extractors},
         'hardware': provenance.hardware_description(), 'devices': int(self.mesh.devices.size),
+        'train_hardware': provenance.read_train_time(self.workdir)['hardware'],
         'train_wall_s': provenance.train_seconds_at(self.workdir, step),
         'sample_wall_s': round(sample_s, 1), 'eval_wall_s': round(time.time() - start, 1),
         'metrics': results, 'floor': self.floor, 'config': json.loads(config.to_json_best_effort()),
@@ -195,14 +203,30 @@ def result_path(workdir: str, step: int) -> str:
   return os.path.join(workdir, 'eval', f'step_{step:06d}.json')
 
 
+def _from_process_0(values: list[int]) -> list[int]:
+  """Process 0's list on every process: the processes never decide on their own what to evaluate (their file
+  listings may differ for a moment), so they run the same collectives in the same order."""
+  if jax.process_count() == 1:
+    return list(values)
+  n = int(multihost_utils.broadcast_one_to_all(np.int32(len(values))))
+  padded = np.zeros(n, np.int32)
+  if jax.process_index() == 0:
+    padded[:] = values
+  return [int(v) for v in multihost_utils.broadcast_one_to_all(padded)]
+
+
 def _checkpoint_steps(config, workdir: str) -> list[int]:
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not _from_process_0([os.path.isdir(os.path.join(workdir, 'checkpoints'))])[0]:
     return []
   checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep, async_save=False)
   try:
-    return checkpointer.all_steps()
+    return _from_process_0(checkpointer.all_steps())
   finally:
     checkpointer.close()
+
+
+class CheckpointGone(Exception):
+  """The checkpoint was deleted (a training job's max_checkpoints_to_keep) before it could be restored."""
 
 
 def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[dict]:
@@ -218,18 +242,21 @@ def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[
   while True:
     steps = _checkpoint_steps(config, workdir)
     todo = steps[-1:] if not ev.follow else [s for s in steps if not os.path.exists(result_path(workdir, s))]
-    for step in todo:
+    for step in _from_process_0(todo):
       try:
         reports.append(evaluator.evaluate_step(step))
-      except FileNotFoundError:  # the training job's max_checkpoints_to_keep removed it meanwhile
-        print(f'Checkpoint {step} disappeared before it was evaluated; skipped.', flush=True)
-      last_news = time.time()
+        last_news = time.time()
+      except CheckpointGone:
+        print(f'Checkpoint {step} was deleted before it was evaluated; skipped.', flush=True)
     if not ev.follow:
       return reports
-    if steps and steps[-1] >= config.total_steps and all(os.path.exists(result_path(workdir, s)) for s in steps[-1:]):
+    finished = bool(steps) and steps[-1] >= config.total_steps and os.path.exists(result_path(workdir, steps[-1]))
+    timed_out = time.time() - last_news > ev.follow_timeout_s
+    finished, timed_out = _from_process_0([finished, timed_out])
+    if finished:
       print(f'Evaluated the final step {steps[-1]}; done following.', flush=True)
       return reports
-    if time.time() - last_news > ev.follow_timeout_s:
+    if timed_out:
       print(f'No new checkpoint for {ev.follow_timeout_s} s; stopped following {workdir}.', flush=True)
       return reports
     if not todo and jax.process_index() == 0:

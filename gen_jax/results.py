@@ -20,7 +20,8 @@ import sys
 
 # (column, metric key, format); a metric with a floor prints as "value (floor)"
 METRIC_COLUMNS = [
-    ('FID', 'inception_fd', '{:.2f}'), ('IS', 'inception_is', '{:.2f}'), ('KID x1e3', 'inception_kid', '{:.2f}'),
+    ('FID', 'inception_fd', '{:.2f}'), ('FID at floor N', 'inception_fd_at_floor_n', '{:.2f}'),
+    ('IS', 'inception_is', '{:.2f}'), ('KID x1e3', 'inception_kid', '{:.2f}'),
     ('classifier FD', 'classifier_fd', '{:.2f}'), ('classifier FD at floor N', 'classifier_fd_at_floor_n', '{:.2f}'),
     ('classifier IS', 'classifier_is', '{:.2f}'), ('classifier KID', 'classifier_kid', '{:.3g}'),
     ('precision', 'classifier_precision', '{:.3f}'), ('recall', 'classifier_recall', '{:.3f}'),
@@ -30,7 +31,8 @@ SCALE = {'inception_kid': 1e3}
 
 
 def latest_report(run_dir: str, step: int | None = None) -> dict | None:
-  paths = sorted(glob.glob(os.path.join(run_dir, 'eval', 'step_*.json')))
+  paths = sorted(glob.glob(os.path.join(run_dir, 'eval', 'step_*.json')),
+                 key=lambda p: int(os.path.basename(p)[len('step_'):-len('.json')]))
   if step is not None:
     paths = [p for p in paths if p.endswith(f'step_{step:06d}.json')]
   if not paths:
@@ -49,7 +51,7 @@ def row_of(report: dict, run_dir: str) -> dict[str, str]:
       'run': os.path.basename(os.path.normpath(run_dir)),
       'config': os.path.relpath(report['config_file']) if report.get('config_file') else '—',
       'family': report['family'], 'dataset': report['dataset'], 'steps': str(report['step']),
-      'hardware': report['hardware'], 'train time': _minutes(report.get('train_wall_s')),
+      'hardware': _hardware(report), 'train time': _minutes(report.get('train_wall_s')),
       'eval time': _minutes(report.get('eval_wall_s')), 'N': str(report['num_samples']),
   }
   for column, key, fmt in METRIC_COLUMNS:
@@ -61,8 +63,18 @@ def row_of(report: dict, run_dir: str) -> dict[str, str]:
     real = _floor_of(key, metrics, floor)
     if isinstance(real, float):
       text += f' ({fmt.format(real * scale)})'
+    if key == 'bits_per_dim' and report.get('config', {}).get('model', {}).get('likelihood') == 'bernoulli':
+      text += ' (binarised)'  # a bound on binarised images: not comparable with 8-bit bits/dim
     row[column] = text
   return row
+
+
+def _hardware(report: dict) -> str:
+  """Where it trained (train_time.json) and, when different, where it was evaluated."""
+  trained = ' + '.join(report.get('train_hardware') or [])
+  if not trained or trained == report['hardware']:
+    return report['hardware'] if trained else f'eval: {report["hardware"]}'
+  return f'train: {trained}; eval: {report["hardware"]}'
 
 
 def _floor_of(key: str, metrics: dict, floor: dict):

@@ -122,3 +122,16 @@ def test_every_family_evaluates(tmp_path, eval_overrides, family):
   [report] = evaluate(config, str(tmp_path))
   assert all(np.isfinite(report['metrics'][m]) for m in METRICS)
   assert ('bits_per_dim' in report['metrics']) == (family == 'ddpm')
+
+
+def test_inception_score_of_class_ordered_samples_is_not_split_by_class():
+  """Text families draw samples prompt by prompt: IS splits must not each hold one class (IS ~1 instead of k)."""
+  from gen_jax.evaluation.metrics import gaussian_stats
+  from gen_jax.evaluation.reference import Reference
+  config = tiny_vae_config(**{**SMALL_EVAL, 'eval.is_splits': 10})
+  rng = np.random.default_rng(0)
+  real = rng.standard_normal((200, 4))
+  reference = Reference(gaussian_stats(real), real, np.zeros((200, 10)), np.zeros(200), 'train')
+  logits = np.repeat(np.eye(10), 100, axis=0) * 50.0  # 100 confident samples of class 0, then of class 1, ...
+  out = evaluate_module.feature_metrics(config.eval, 'c', reference, rng.standard_normal((1000, 4)), logits)
+  assert out['c_is'] == pytest.approx(10.0, rel=0.05)

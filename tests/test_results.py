@@ -11,7 +11,8 @@ from gen_jax import results
 def write_report(run_dir, step, **metrics):
   os.makedirs(os.path.join(run_dir, 'eval'), exist_ok=True)
   report = {'step': step, 'config_file': 'configs/vae_digits.py', 'family': 'vae', 'dataset': 'digits',
-            'hardware': '2-core test CPU', 'train_wall_s': 300.0, 'eval_wall_s': 60.0, 'num_samples': 1000,
+            'hardware': '2-core test CPU', 'train_hardware': ['2-core test CPU'], 'train_wall_s': 300.0,
+            'eval_wall_s': 60.0, 'num_samples': 1000,
             'metrics': metrics, 'floor': {'classifier_fd': 2.5, 'classifier_is': 9.0, 'n': 297, 'split': 'test'}}
   with open(os.path.join(run_dir, 'eval', f'step_{step:06d}.json'), 'w') as f:
     json.dump(report, f)
@@ -29,6 +30,7 @@ def test_table_has_one_row_per_run_from_its_latest_step_with_floors(tmp_path, ca
   assert [r['run'] for r in rows] == ['vae_digits', '—']
   first = rows[0]
   assert first['steps'] == '1000' and first['train time'] == '5.0 min' and first['N'] == '1000'
+  assert first['hardware'] == '2-core test CPU'
   assert first['classifier FD'] == '10.00'  # its floor has another N: shown beside the FD at that N
   assert first['classifier FD at floor N'] == '12.00 (2.50)'
   assert first['classifier IS'] == '7.50 (9.00)' and first['bits/dim'] == '0.700'
@@ -39,3 +41,9 @@ def test_table_has_one_row_per_run_from_its_latest_step_with_floors(tmp_path, ca
 def test_runs_without_evaluations_are_skipped_with_a_warning(tmp_path, capsys):
   assert results.main([str(tmp_path)]) == 1
   assert 'run --mode eval first' in capsys.readouterr().err
+
+
+def test_latest_step_is_by_number_past_a_million(tmp_path):
+  write_report(str(tmp_path), 999_999, classifier_fd=2.0)
+  write_report(str(tmp_path), 1_000_000, classifier_fd=1.0)  # 'step_1000000' sorts before 'step_999999' by name
+  assert results.latest_report(str(tmp_path))['step'] == 1_000_000

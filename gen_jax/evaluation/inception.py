@@ -258,8 +258,9 @@ def convert_torch_weights(pth_path: str, npz_path: str) -> None:
                     f'--config.eval.inception_weights={npz_path}.') from None
   state_dict = torch.load(pth_path, map_location='cpu', weights_only=True)
   arrays = {k: v.numpy() for k, v in state_dict.items() if not k.endswith('num_batches_tracked')}
-  np.savez(npz_path + '.tmp.npz', **arrays)
-  os.replace(npz_path + '.tmp.npz', npz_path)
+  temporary = f'{npz_path}.{os.getpid()}.tmp.npz'  # unique: several processes may convert at once
+  np.savez(temporary, **arrays)
+  os.replace(temporary, npz_path)
 
 
 def resolve_weights(weights: str, cache_dir: str) -> str:
@@ -281,12 +282,15 @@ def resolve_weights(weights: str, cache_dir: str) -> str:
   pth = os.path.join(cache_dir, WEIGHTS_FILE)
   if not os.path.exists(pth):
     os.makedirs(cache_dir, exist_ok=True)
+    partial = f'{pth}.{os.getpid()}.part'
     try:
       print(f'Downloading the FID Inception weights from {WEIGHTS_URL} to {pth} ...', flush=True)
-      with urllib.request.urlopen(WEIGHTS_URL, timeout=30) as response, open(pth + '.part', 'wb') as f:
+      with urllib.request.urlopen(WEIGHTS_URL, timeout=30) as response, open(partial, 'wb') as f:
         f.write(response.read())
-      os.replace(pth + '.part', pth)
+      os.replace(partial, pth)
     except OSError as e:
+      if os.path.exists(partial):
+        os.remove(partial)
       raise UserError(
           f'The FID Inception weights are not here and could not be downloaded ({e}). Put pytorch-fid\'s '
           f'{WEIGHTS_FILE} (from {WEIGHTS_URL}) at {pth}, or pass its path with --config.eval.inception_weights=PATH '

@@ -36,7 +36,7 @@ def frechet_distance(a: GaussianStats, b: GaussianStats, eps: float = 1e-6, max_
   """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2) (Dowson & Landau 1982), in float64.
 
   A singular product (e.g. fewer examples than dims) gets `eps` on both diagonals before the square root is
-  retried; a square root with an imaginary part above `max_imag` is numerical failure, not a distance: raised.
+  retried; an imaginary diagonal above `max_imag` is numerical failure, not a distance: raised.
   """
   mu_a, mu_b = np.atleast_1d(a.mu).astype(np.float64), np.atleast_1d(b.mu).astype(np.float64)
   s_a, s_b = np.atleast_2d(a.sigma).astype(np.float64), np.atleast_2d(b.sigma).astype(np.float64)
@@ -48,10 +48,10 @@ def frechet_distance(a: GaussianStats, b: GaussianStats, eps: float = 1e-6, max_
     if not np.isfinite(covmean).all():
       offset = np.eye(len(s_a)) * eps
       covmean = scipy.linalg.sqrtm((s_a + offset) @ (s_b + offset))
-  if np.iscomplexobj(covmean):
-    if np.abs(covmean.imag).max() > max_imag:
-      raise ValueError(f'The covariance square root has an imaginary part of {np.abs(covmean.imag).max():.3g}: '
-                       f'the statistics are degenerate (too few examples for the feature size?).')
+  if np.iscomplexobj(covmean):  # pytorch-fid's test: only the diagonal (the trace) must be real
+    if np.abs(np.diagonal(covmean).imag).max() > max_imag:
+      raise ValueError(f'The covariance square root has an imaginary diagonal of '
+                       f'{np.abs(np.diagonal(covmean).imag).max():.3g}: the statistics are degenerate.')
     covmean = covmean.real
   diff = mu_a - mu_b
   return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(covmean))

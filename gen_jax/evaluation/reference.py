@@ -3,8 +3,8 @@
 FIDs stop being comparable when the reference is built differently from the samples (float vs uint8 images,
 another resize) or from part of the data (a drop-remainder batch loop silently skips the tail). Here every
 example of the split goes through the same extractor as the samples, and the result is cached as .npz keyed by
-dataset, split, resolution and extractor (with its weights' fingerprint), so a changed classifier or weight file
-never reuses stale statistics.
+dataset, split, the images' bytes and extractor (with its weights' fingerprint and a code version), so changed
+data, a changed classifier or weight file never reuses stale statistics.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from gen_jax.data import dataset_id, dataset_name, load_split
 from gen_jax.evaluation.features import FeatureExtractor
@@ -31,11 +32,16 @@ class Reference:
   split: str
 
 
-def cache_path(data_config, split: str, image_shape, extractor: FeatureExtractor, max_features: int,
+FEATURES_VERSION = 1  # bump when preprocessing or a feature layer changes: old caches are then never read
+
+
+def cache_path(data_config, split: str, images: np.ndarray, extractor: FeatureExtractor, max_features: int,
                cache_dir: str) -> str:
-  what = json.dumps([dataset_id(data_config), split, list(image_shape), extractor.name, extractor.fingerprint,
-                     max_features])
-  shape = 'x'.join(str(s) for s in image_shape)
+  """Keyed by what went in: the dataset, split, the images' own bytes, extractor and weights, code version."""
+  content = hashlib.sha1(images.tobytes()).hexdigest()
+  what = json.dumps([dataset_id(data_config), split, list(images.shape), content, extractor.name,
+                     extractor.fingerprint, max_features, FEATURES_VERSION])
+  shape = 'x'.join(str(s) for s in images.shape[1:])
   return os.path.join(cache_dir, f'{dataset_name(data_config)}_{split}_{shape}_{extractor.name}_'
                                  f'{hashlib.sha1(what.encode()).hexdigest()[:10]}.npz')
 
@@ -44,8 +50,11 @@ def reference_statistics(data_config, split: str, extractor: FeatureExtractor, m
                          max_features: int = 10000, progress=None) -> Reference:
   """The cached Reference of `split` (computed on first use, every process computes; process 0 writes)."""
   images, labels = load_split(data_config, split)
-  path = cache_path(data_config, split, images.shape[1:], extractor, max_features, cache_dir)
-  if os.path.exists(path):
+  path = cache_path(data_config, split, images, extractor, max_features, cache_dir)
+  cached = os.path.exists(path)
+  if jax.process_count() > 1:  # all load, or all compute (the computation is collective); caches may be per host
+    cached = bool(np.all(multihost_utils.process_allgather(np.asarray(cached))))
+  if cached:
     with np.load(path) as data:
       return Reference(GaussianStats(data['mu'], data['sigma'], int(data['n'])), data['features'], data['logits'],
                        data['labels'], split)
@@ -57,7 +66,8 @@ def reference_statistics(data_config, split: str, extractor: FeatureExtractor, m
   reference = Reference(stats, out['features'][keep], out['logits'][keep], labels[keep], split)
   if jax.process_index() == 0:
     os.makedirs(cache_dir, exist_ok=True)
-    np.savez(path + '.tmp.npz', mu=stats.mu, sigma=stats.sigma, n=stats.n, features=reference.features,
+    temporary = f'{path}.{os.getpid()}.tmp.npz'  # unique: evaluators started together share the cache
+    np.savez(temporary, mu=stats.mu, sigma=stats.sigma, n=stats.n, features=reference.features,
              logits=reference.logits, labels=reference.labels)
-    os.replace(path + '.tmp.npz', path)
+    os.replace(temporary, path)
   return reference
