@@ -4,6 +4,8 @@ Command:  python main.py --config configs/dcgan_digits.py --workdir runs/dcgan_d
 Expected: at step 1000 d_loss ~0.35-0.47, g_loss ~2.6-2.9 (D(x) logit ~+2.4, D(G(z)) ~-2.5), and
           samples/step_001000.png shows varied, digit-like images (0, 2, 3, 5, 6, 7, 9 recognisable).
 Runtime:  ~1.5 minutes on a 2-core CPU (ngf = ndf = 32, batch 64, ~11 steps/s).
+Eval:     --mode eval (10k samples; 2-core Sapphire Rapids, 2026-12-02): classifier FD 83 (99 at n=297 vs 63 for
+          the real test digits), IS 7.4 (real 8.0), precision 0.27, recall 0.76; 15 s (+1.5 min once: the classifier).
 """
 
 from configs import default

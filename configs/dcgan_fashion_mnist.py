@@ -3,9 +3,11 @@ CPU-sized Fashion-MNIST run of the results table.
 
 Command:  python main.py --config configs/dcgan_fashion_mnist.py --workdir runs/dcgan_fashion_mnist
           python main.py --config configs/dcgan_fashion_mnist.py --workdir runs/dcgan_fashion_mnist --mode eval
-Expected: garment-like samples (shirts, trousers, shoes, bags) in samples/step_003000.png; --mode eval figures in
-          the README results table.
-Runtime:  see the README results table (train and eval times measured on a 2-core CPU).
+Expected: garment-like samples (shirts, trousers, shoes, bags) in samples/step_003000.png; --mode eval (10k
+          samples): classifier FD 13.8 (10k real test images: 0.09), IS 5.1 (real 7.2), precision 0.61, recall
+          0.70 (our Fashion-MNIST classifier: 89% test accuracy).
+Runtime:  7 minutes to train (2-core Sapphire Rapids, 2026-12-02, ~7.5 steps/s at batch 64); eval 2.3 minutes
+          including training the Fashion-MNIST classifier once (~1.5 min).
 """
 
 from configs import dcgan_digits

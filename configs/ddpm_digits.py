@@ -6,6 +6,10 @@ Expected: L_simple (eps MSE) 1.0 at step 0, ~0.03 by step 1000; runs/ddpm_digits
           step_001500.png (50-step DDIM from the EMA params) show recognisable digits.
 Runtime:  ~13 minutes on a 2-core AMD EPYC (Zen 3, ~2.1 steps/s at batch 64; 701k-param UNet; measured
           2026-11-26, final loss 0.028); ~8 minutes on a 2-core Sapphire Rapids (~3.4 steps/s, earlier code).
+Eval:     --mode eval (10k DDIM-50 samples, EMA; 2-core Sapphire Rapids, 2026-12-02): classifier FD 18.4 (22.3 at
+          n=297, the real test digits' floor 22.2), IS 7.45 (real 7.9), precision 0.30, recall 0.96, bits/dim 2.59
+          over all 297 test digits (1000-term bound). 14.2 minutes alone on the machine (sampling 8.5 min at
+          19.7 img/s, bits/dim ~5 min), +0.5 min once for the classifier.
 """
 
 from configs import default

@@ -15,6 +15,9 @@ Encoder:  minilm, because it is pretrained: it reads phrasings the templates nev
 Runtime:  7-9.5 minutes on a 2-core Sapphire Rapids (3.1-3.7 steps/s at batch 64, a noisy VM; 9 min 26 s for the
           whole command on 2026-12-01, final loss 0.0254, bitwise the same as an earlier run); --mode sample
           for 10 x 100 images ~2 minutes, for the two prompts above ~1 minute (100% alignment for both).
+Eval:     --mode eval (1000 samples per class prompt at w = 3; 2-core Sapphire Rapids, 2026-12-02): alignment
+          99.96% (99.6% for "one", 100% for the rest), classifier FD 69 (real test digits: 22 at n=297), IS 9.95
+          (real 7.9), precision 0.68, recall 0.40: guidance trades diversity for class fidelity. 32 minutes.
 """
 
 from configs import ddpm_digits, default

@@ -3,6 +3,8 @@
 Command:  python main.py --config configs/gan_mlp_digits.py --workdir runs/gan_mlp_digits
 Expected: digit-like samples with varied shapes after 2000 steps.
 Runtime:  ~2 minutes on a 2-core CPU.
+Eval:     --mode eval (10k samples; 2-core Sapphire Rapids, 2026-12-02): classifier FD 199 (220 at n=297 vs 63 for
+          the real test digits), precision 0.35, recall 0.19 (few modes); 15 s.
 """
 
 from configs import gan_mlp_mnist

@@ -6,6 +6,9 @@ Expected: negative ELBO falls from ~122 nats (step 100) to ~34 nats at step 2000
           shows recognisable digits.
 Runtime:  ~5 minutes on a 2-core Sapphire Rapids CPU (~7 steps/s at batch 128), ~11 minutes on a 2-core AMD EPYC
           (~3.1 steps/s), compile included.
+Eval:     --mode eval (10k samples; 2-core Sapphire Rapids, 2026-12-02): bits/dim 0.279 on all 297 test digits
+          (binarised), classifier FD 259 (real test digits: 22 at their n=297), precision 0.007, recall 0.51:
+          the Bernoulli means are blurry, far from real digits in the classifier's feature space. 16 s.
 """
 
 from configs import default

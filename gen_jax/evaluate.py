@@ -157,6 +157,8 @@ class Evaluator:
         results['alignment_per_prompt'] = per_class
     if self._bpd is not None:
       test, _ = load_split(config.data, config.data.eval_split)
+      if jax.process_index() == 0:
+        print(f'  bits/dim over all {len(test)} {config.data.eval_split} images ...', flush=True)
       bpd = parallel.map_rows(self._bpd, self.mesh, {'image': test, 'key': example_keys(ev.seed + 1, len(test))},
                               ev.batch_size, state, progress=Progress(f'bits/dim ({config.data.eval_split})'))
       results['bits_per_dim'] = float(np.mean(bpd, dtype=np.float64))

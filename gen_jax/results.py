@@ -23,7 +23,7 @@ METRIC_COLUMNS = [
     ('FID', 'inception_fd', '{:.2f}'), ('FID at floor N', 'inception_fd_at_floor_n', '{:.2f}'),
     ('IS', 'inception_is', '{:.2f}'), ('KID x1e3', 'inception_kid', '{:.2f}'),
     ('classifier FD', 'classifier_fd', '{:.2f}'), ('classifier FD at floor N', 'classifier_fd_at_floor_n', '{:.2f}'),
-    ('classifier IS', 'classifier_is', '{:.2f}'), ('classifier KID', 'classifier_kid', '{:.3g}'),
+    ('classifier IS', 'classifier_is', '{:.2f}'), ('classifier KID', 'classifier_kid', '{:.1f}'),
     ('precision', 'classifier_precision', '{:.3f}'), ('recall', 'classifier_recall', '{:.3f}'),
     ('alignment', 'alignment', '{:.1%}'), ('bits/dim', 'bits_per_dim', '{:.3f}'),
 ]

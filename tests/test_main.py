@@ -31,6 +31,7 @@ def trained_workdir(tmp_path_factory):
   first = run_main(workdir, *TINY, '--config.total_steps=4')
   assert first.returncode == 0, first.stderr[-3000:]
   assert 'step 4/4' in first.stdout
+  assert 'Type handler registry' not in first.stdout + first.stderr  # Orbax's override warning: registered silently
   assert os.path.exists(os.path.join(workdir, 'samples', 'step_000004.png'))
   return workdir
 
