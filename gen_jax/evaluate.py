@@ -25,9 +25,8 @@ import jax
 import numpy as np
 from clu import metric_writers
 from jax.experimental import multihost_utils
-from jax.sharding import PartitionSpec as P
 
-from gen_jax import compiler, parallel, provenance
+from gen_jax import parallel, provenance
 from gen_jax.checkpoint import Checkpointer
 from gen_jax.data import dataset_name, load_split, make_source
 from gen_jax.errors import UserError
@@ -42,8 +41,7 @@ from gen_jax.sample import draw_samples, example_keys, restore_latest
 def make_bits_per_dim(family, mesh):
   def per_device(state, rows):
     return family.bits_per_dim(state, {'image': rows['image'].astype(np.float32) / 127.5 - 1.0}, rows['key'])
-  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
-                                    out_specs=P(parallel.DATA)))
+  return parallel.make_row_fn(per_device, mesh)
 
 
 def feature_metrics(ev, prefix: str, reference: Reference, features: np.ndarray, logits: np.ndarray) -> dict:
@@ -108,6 +106,7 @@ class Evaluator:
                        for e in self.extractors}
     self.floor = self._floor(eval_cache)
     self._bpd = make_bits_per_dim(self.family, self.mesh) if self._wants_bpd() else None
+    self._held_out = load_split(config.data, config.data.eval_split)[0] if self._bpd else None  # read once
 
   def _wants_bpd(self) -> bool:
     return bool(self.config.eval.bits_per_dim and self.family.reports_bits_per_dim)
@@ -156,7 +155,7 @@ class Evaluator:
         results['alignment'] = float(np.mean(list(per_class.values())))
         results['alignment_per_prompt'] = per_class
     if self._bpd is not None:
-      test, _ = load_split(config.data, config.data.eval_split)
+      test = self._held_out
       if jax.process_index() == 0:
         print(f'  bits/dim over all {len(test)} {config.data.eval_split} images ...', flush=True)
       bpd = parallel.map_rows(self._bpd, self.mesh, {'image': test, 'key': example_keys(ev.seed + 1, len(test))},

@@ -71,6 +71,12 @@ def shard_host_array(a: np.ndarray, mesh: Mesh) -> jax.Array:
   return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
 
+def make_row_fn(per_device: Callable, mesh: Mesh) -> Callable:
+  """jit(shard_map(per_device(replicated, rows))): `rows` (arrays [B ...]) and the outputs split over `data`; the
+  compiled function `map_rows` calls."""
+  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA)), out_specs=P(DATA)))
+
+
 def map_rows(fn: Callable, mesh: Mesh, rows: Any, batch_size: int, *args, progress: Callable | None = None) -> Any:
   """`fn(*args, rows_batch)` (compiled, sharded over `data`, args replicated) over host arrays [n ...] in batches
   of `batch_size` (the last one padded); outputs [n ...] gathered to every process as numpy.

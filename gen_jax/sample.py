@@ -18,9 +18,8 @@ import re
 
 import jax
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
-from gen_jax import compiler, images, parallel
+from gen_jax import images, parallel
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source
 from gen_jax.data.captions import caption_table
@@ -40,8 +39,7 @@ def make_example_sampler(family, mesh):
       return family.sample(state, key, 1, cond)[0]
     return images.quantize(jax.vmap(one)(rows['key'], rows.get('cond')))
 
-  return compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
-                                    out_specs=P(parallel.DATA)))
+  return parallel.make_row_fn(per_device, mesh)
 
 
 def example_keys(seed: int, n: int) -> np.ndarray:

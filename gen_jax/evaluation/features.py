@@ -15,9 +15,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
-from gen_jax import compiler, parallel
+from gen_jax import parallel
 from gen_jax.evaluation import inception
 from gen_jax.evaluation.classifier import Classifier
 
@@ -42,8 +41,7 @@ class FeatureExtractor:
       def per_device(variables, x):
         with jax.default_matmul_precision('highest'):  # TF32/bf16 passes would move FID (GPU/TPU)
           return jax.tree.map(lambda a: a.astype(jnp.float32), self.apply(variables, x))
-      self._compiled[mesh] = compiler.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.DATA)),
-                                                        out_specs=P(parallel.DATA)))
+      self._compiled[mesh] = parallel.make_row_fn(per_device, mesh)
     variables = jax.device_put(self.variables, parallel.replicated(mesh))
     return parallel.map_rows(self._compiled[mesh], mesh, np.asarray(images), batch, variables, progress=progress)
 
