@@ -8,13 +8,16 @@ encoder), so restoring it into a different model is a clear error instead of a t
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint._src.serialization import type_handler_registry
 
+from gen_jax import workdir as workdir_lib
 from gen_jax.errors import UserError
 
 
@@ -34,7 +37,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int, async_save: bool = True):
     _save_replicated_arrays_whole_on_one_host()
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = workdir_lib.path(workdir, 'checkpoints')
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -60,7 +63,7 @@ class Checkpointer:
     `meta`: what the restoring run would save; any key the checkpoint recorded differently is a UserError.
     """
     step = self.latest_step() if step is None else step
-    if meta and os.path.isdir(os.path.join(self.directory, str(step), 'meta')):
+    if meta and (self.directory / str(step) / 'meta').is_dir():
       saved = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
       for key, value in meta.items():
         if key in saved and saved[key] != value:
@@ -71,12 +74,97 @@ class Checkpointer:
         state=ocp.args.StandardRestore(_without_frozen(abstract_state)), data=ocp.args.JsonRestore()))
     return restored['state'], restored['data']
 
+  def restore_latest_good(self, abstract_state: Any, meta: dict[str, Any] | None = None,
+                          move_aside: bool = True) -> tuple[int, Any, dict[str, Any]] | None:
+    """(step, state, data_state) of the newest checkpoint that restores; None when there are none.
+
+    Spot slices get preempted and hosts die mid-write, so a checkpoint can be damaged (a truncated or missing
+    file) while older good ones sit beside it. A step that fails to restore is named with its error and tried
+    no further; once an older one restores, the damaged newer ones are moved (never deleted) to
+    <workdir>/checkpoints_corrupt/ (`move_aside`: the training job, not a reader such as --mode sample). When
+    none restores nothing is moved and it is a UserError listing every step's error.
+    """
+    failures: list[tuple[int, str]] = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, data_state = self.restore(abstract_state, step, meta)
+        error = ''
+      except UserError:
+        raise  # a config mismatch, not damage
+      except Exception as e:  # noqa: BLE001 (TensorStore, Orbax and JSON errors of a damaged checkpoint)
+        error = _first_line(e)
+      if _everywhere(not error):
+        for bad_step, _ in failures:
+          if move_aside:
+            self._move_aside(bad_step)
+        if failures:
+          self._manager.reload()
+        return step, state, data_state
+      failures.append((step, error or 'failed on another process'))
+      _warn(f'warning: checkpoint {step} in {self.directory} does not restore ({failures[-1][1]}); '
+            'trying the previous one.')
+    if failures:
+      listing = '; '.join(f'step {s}: {e}' for s, e in failures)
+      raise UserError(f'No checkpoint in {self.directory} restores ({listing}). Nothing was moved or deleted: '
+                      f'repair or move them away to start over, or train into a new --workdir.')
+    return None
+
+  def _move_aside(self, step: int) -> None:
+    """checkpoints/<step> -> checkpoints_corrupt/<step>[.N]: outside Orbax's directory, so it is never listed
+    (or garbage-collected) again, and kept for a post-mortem. Process 0 moves; everyone waits for it."""
+    source = self.directory / str(step)
+    target = self.directory.parent / CORRUPT_DIR / str(step)
+    suffix = 0
+    while target.exists():
+      suffix += 1
+      target = self.directory.parent / CORRUPT_DIR / f'{step}.{suffix}'
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      if workdir_lib.is_remote(source):  # object stores have no directory rename: copy every object, then delete
+        for path in sorted(p for p in source.rglob('*') if not p.is_dir()):
+          destination = target / path.relative_to(source)
+          destination.parent.mkdir(parents=True, exist_ok=True)
+          path.copy(destination)
+        source.rmtree()
+      else:
+        source.rename(target)
+      _warn(f'warning: moved the checkpoint of step {step} aside to {target} (it does not restore); resuming '
+            'from the previous one.')
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'gen_jax moved checkpoint {step} aside')
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+CORRUPT_DIR = 'checkpoints_corrupt'  # beside checkpoints/: damaged steps moved out of Orbax's sight
+
+
+def _first_line(error: BaseException) -> str:
+  """The innermost cause's first line (Orbax wraps TensorStore's error, which names the damaged file)."""
+  while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+    error = error.__cause__ or error.__context__
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: ' + (text[0] if text else '')[:300]
+
+
+def _everywhere(ok: bool) -> bool:
+  """True when `ok` on every process (they must all restore the same step)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _warn(message: str) -> None:
+  """On stdout beside the progress lines (process 0), in the log of the others."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
+  else:
+    logging.warning(message)
 
 
 _CONFIG_KEYS = {'family': 'model.family', 'text_encoder': 'text.encoder'}  # meta key -> its config key

@@ -23,10 +23,10 @@ import time
 
 import jax
 import numpy as np
-from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from gen_jax import parallel, provenance
+from gen_jax import workdir as workdir_lib
 from gen_jax.checkpoint import Checkpointer
 from gen_jax.data import dataset_name, load_split, make_source
 from gen_jax.errors import UserError
@@ -163,7 +163,7 @@ class Evaluator:
       results['bits_per_dim'] = float(np.mean(bpd, dtype=np.float64))
       results['bits_per_dim_n'] = len(test)
     report = {
-        'step': step, 'workdir': os.path.abspath(self.workdir), 'config_file': self.config_file,
+        'step': step, 'workdir': os.fspath(workdir_lib.path(self.workdir)), 'config_file': self.config_file,
         'family': config.model.family, 'dataset': dataset_name(config.data), 'image_shape': list(self.image_shape),
         'num_samples': self.num_samples, 'seed': ev.seed, 'guidance': config.sample.guidance if self.prompts else None,
         'reference_split': ev.reference_split, 'extractors': {e.name: e.fingerprint for e in self.extractors},
@@ -180,12 +180,9 @@ class Evaluator:
     if jax.process_index() != 0:
       return
     path = result_path(self.workdir, step)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(report, f, indent=1)
-    os.replace(path + '.tmp', path)
+    workdir_lib.write_json(path, report)
     scalars = {k: v for k, v in report['metrics'].items() if isinstance(v, float) and math.isfinite(v)}
-    writer = metric_writers.create_default_writer(os.path.dirname(path), just_logging=False)
+    writer = workdir_lib.create_writer(path.parent)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
     writer.close()
     floor = report['floor']
@@ -200,8 +197,8 @@ class Evaluator:
     print(f'Wrote {path}', flush=True)
 
 
-def result_path(workdir: str, step: int) -> str:
-  return os.path.join(workdir, 'eval', f'step_{step:06d}.json')
+def result_path(workdir: str, step: int):
+  return workdir_lib.path(workdir, 'eval', f'step_{step:06d}.json')
 
 
 def _from_process_0(values: list[int]) -> list[int]:
@@ -217,7 +214,7 @@ def _from_process_0(values: list[int]) -> list[int]:
 
 
 def _checkpoint_steps(config, workdir: str) -> list[int]:
-  if not _from_process_0([os.path.isdir(os.path.join(workdir, 'checkpoints'))])[0]:
+  if not _from_process_0([workdir_lib.path(workdir, 'checkpoints').is_dir()])[0]:
     return []
   checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep, async_save=False)
   try:
@@ -242,7 +239,7 @@ def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[
   reports, last_news = [], time.time()
   while True:
     steps = _checkpoint_steps(config, workdir)
-    todo = steps[-1:] if not ev.follow else [s for s in steps if not os.path.exists(result_path(workdir, s))]
+    todo = steps[-1:] if not ev.follow else [s for s in steps if not result_path(workdir, s).exists()]
     for step in _from_process_0(todo):
       try:
         reports.append(evaluator.evaluate_step(step))
@@ -251,7 +248,7 @@ def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[
         print(f'Checkpoint {step} was deleted before it was evaluated; skipped.', flush=True)
     if not ev.follow:
       return reports
-    finished = bool(steps) and steps[-1] >= config.total_steps and os.path.exists(result_path(workdir, steps[-1]))
+    finished = bool(steps) and steps[-1] >= config.total_steps and result_path(workdir, steps[-1]).exists()
     timed_out = time.time() - last_news > ev.follow_timeout_s
     finished, timed_out = _from_process_0([finished, timed_out])
     if finished:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 
 import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+from gen_jax import workdir
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -34,13 +36,15 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) 
   return einops.rearrange(tiles, '(r k) h w c -> (r h) (k w) c', r=rows, k=columns)
 
 
-def save_png(path: str, grid: np.ndarray) -> None:
-  """Writes a uint8 [h w c] grid (c = 1 or 3) atomically, so a viewer never sees half a file."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  tmp = path + '.tmp'
-  image.save(tmp, format='PNG')
-  os.replace(tmp, path)
+def png_bytes(grid: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def save_png(path, grid: np.ndarray) -> None:
+  """Writes a uint8 [h w c] grid (c = 1 or 3) atomically (a viewer never sees half a file), locally or gs://."""
+  workdir.write_bytes(path, png_bytes(grid))
 
 
 def captioned(grid: np.ndarray, caption: str, min_width: int = 256) -> np.ndarray:

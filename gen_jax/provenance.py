@@ -7,11 +7,12 @@ each invocation. Written by process 0 only; losing it loses no training state.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 
 import jax
+
+from gen_jax import workdir as workdir_lib
 
 TRAIN_TIME_FILE = 'train_time.json'
 
@@ -46,8 +47,7 @@ def hardware_description() -> str:
 
 def read_train_time(workdir: str) -> dict:
   try:
-    with open(os.path.join(workdir, TRAIN_TIME_FILE)) as f:
-      return json.load(f)
+    return workdir_lib.read_json(workdir_lib.path(workdir, TRAIN_TIME_FILE))
   except (OSError, ValueError):
     return {'steps': {}, 'hardware': []}
 
@@ -66,7 +66,4 @@ def record_train_time(workdir: str, step: int, seconds: float) -> None:
   info['steps'][str(step)] = round(seconds, 1)
   if hardware_description() not in info['hardware']:
     info['hardware'].append(hardware_description())
-  path = os.path.join(workdir, TRAIN_TIME_FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(info, f, indent=1)
-  os.replace(path + '.tmp', path)
+  workdir_lib.write_json(workdir_lib.path(workdir, TRAIN_TIME_FILE), info)

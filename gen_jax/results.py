@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import io
 import json
 import os
 import sys
+
+from etils import epath
 
 # (column, metric key, format); a metric with a floor prints as "value (floor)"
 METRIC_COLUMNS = [
@@ -31,14 +32,12 @@ SCALE = {'inception_kid': 1e3}
 
 
 def latest_report(run_dir: str, step: int | None = None) -> dict | None:
-  paths = sorted(glob.glob(os.path.join(run_dir, 'eval', 'step_*.json')),
-                 key=lambda p: int(os.path.basename(p)[len('step_'):-len('.json')]))
+  paths = sorted(epath.Path(run_dir).glob('eval/step_*.json'), key=lambda p: int(p.stem[len('step_'):]))
   if step is not None:
-    paths = [p for p in paths if p.endswith(f'step_{step:06d}.json')]
+    paths = [p for p in paths if p.name == f'step_{step:06d}.json']
   if not paths:
     return None
-  with open(paths[-1]) as f:
-    return json.load(f)
+  return json.loads(paths[-1].read_text())
 
 
 def _minutes(seconds) -> str:
@@ -105,16 +104,42 @@ def columns_of(rows) -> list[str]:
   return fixed + [c for c, _, _ in METRIC_COLUMNS if any(r.get(c) for r in rows)]
 
 
-def to_markdown(rows) -> str:
-  columns = columns_of(rows)
+def summary_rows(groups, setting_columns: list[str]) -> tuple[list[dict[str, str]], list[str]]:
+  """One row per setting of a sweep: `groups` is [(setting {column: value}, [report of each seed])]; every
+  metric as "mean ± sd" (sample standard deviation over the seeds; ± 0 shown as "n=1" when there is one)."""
+  rows = []
+  for setting, reports in groups:
+    row = {**setting, 'seeds': str(len(reports)), 'steps': '/'.join(sorted({str(r['step']) for r in reports})),
+           'N': '/'.join(sorted({str(r['num_samples']) for r in reports})),
+           'train time': _minutes(_mean([r.get('train_wall_s') for r in reports])),
+           'hardware': ' + '.join(sorted({_hardware(r) for r in reports}))}
+    for column, key, fmt in METRIC_COLUMNS:
+      values = [r['metrics'][key] * SCALE.get(key, 1.0) for r in reports if key in r['metrics']]
+      if values:
+        mean = sum(values) / len(values)
+        spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+        row[column] = fmt.format(mean) + (f' ± {fmt.format(spread)}' if spread is not None else ' (n=1)')
+    rows.append(row)
+  columns = setting_columns + ['seeds', 'steps', 'N', 'train time', 'hardware']
+  columns += [c for c, _, _ in METRIC_COLUMNS if any(r.get(c) for r in rows)]
+  return rows, columns
+
+
+def _mean(values):
+  values = [v for v in values if v is not None]
+  return sum(values) / len(values) if values else None
+
+
+def to_markdown(rows, columns: list[str] | None = None) -> str:
+  columns = columns or columns_of(rows)
   lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
   lines += ['| ' + ' | '.join(r.get(c, '') for c in columns) + ' |' for r in rows]
   return '\n'.join(lines) + '\n'
 
 
-def to_csv(rows) -> str:
+def to_csv(rows, columns: list[str] | None = None) -> str:
   out = io.StringIO()
-  writer = csv.DictWriter(out, columns_of(rows), extrasaction='ignore')
+  writer = csv.DictWriter(out, columns or columns_of(rows), extrasaction='ignore')
   writer.writeheader()
   writer.writerows(rows)
   return out.getvalue()

@@ -12,7 +12,7 @@ dataset classifier (gen_jax/evaluation/classifier.py): alignment = fraction clas
 from __future__ import annotations
 
 import functools
-import json
+import io
 import os
 import re
 
@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from gen_jax import images, parallel
+from gen_jax import workdir as workdir_lib
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source
 from gen_jax.data.captions import caption_table
@@ -61,17 +62,20 @@ def _slug(text: str) -> str:
 
 def restore_latest(config, workdir: str, family, image_shape, mesh, step: int | None = None):
   """(state with its frozen inputs, step) from checkpoint `step` (default: the latest) in `workdir`."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not workdir_lib.path(workdir, 'checkpoints').is_dir():
     raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
   replicated = parallel.replicated(mesh)
   init = functools.partial(family.init, image_shape=image_shape)
   abstract = abstract_like(jax.eval_shape(init, jax.random.PRNGKey(0)), replicated)
   checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep, async_save=False)
   try:
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-      raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
-    state, _ = checkpointer.restore(abstract, step, family.checkpoint_metadata())
+    if step is not None:
+      state, _ = checkpointer.restore(abstract, step, family.checkpoint_metadata())
+    else:  # the newest that restores; moving damaged ones aside is the training job's business
+      found = checkpointer.restore_latest_good(abstract, family.checkpoint_metadata(), move_aside=False)
+      if found is None:
+        raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
+      step, state, _ = found
   finally:
     checkpointer.close()
   return state.replace(frozen=jax.device_put(family.frozen(), replicated)), step
@@ -97,20 +101,18 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
 
   if cond is None:
     samples = draw_samples(family, state, mesh, config.sample.seed, num, batch, progress=Progress('sampling'))
-    stem = os.path.join(workdir, 'samples', f'sample_{step:06d}')
+    stem = os.fspath(workdir_lib.path(workdir, 'samples', f'sample_{step:06d}'))
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(stem), exist_ok=True)
-      np.savez_compressed(stem + '.npz', images=samples)
+      _save_npz(stem + '.npz', images=samples)
       images.save_png(stem + '.png', images.make_grid(samples[:min(num, 256)].astype(np.float32) / 127.5 - 1.0))
       print(f'Wrote {num} samples from step {step} to {stem}.npz and a grid to {stem}.png', flush=True)
     return stem + '.npz'
 
   samples = draw_samples(family, state, mesh, config.sample.seed, len(cond.prompts), batch, cond.inputs,
                          Progress('sampling'))
-  stem = os.path.join(workdir, 'samples', f'prompts_{step:06d}')
+  stem = os.fspath(workdir_lib.path(workdir, 'samples', f'prompts_{step:06d}'))
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
-    np.savez_compressed(stem + '.npz', images=samples, prompts=np.asarray(cond.prompts))
+    _save_npz(stem + '.npz', images=samples, prompts=np.asarray(cond.prompts))
     for i, prompt in enumerate(prompts):
       grid = images.make_grid(samples[i * num:(i + 1) * num][:256].astype(np.float32) / 127.5 - 1.0)
       images.save_png(f'{stem}_{i:02d}_{_slug(prompt)}.png', images.captioned(grid, prompt))
@@ -139,6 +141,11 @@ def report_alignment(config, workdir, source, prompts, samples, num, stem) -> di
     print(f'  {value:6.1%}  {prompt}')
   report = {'classifier_test_accuracy': classifier.test_accuracy, 'num_per_prompt': num,
             'guidance': config.sample.guidance, 'alignment': rows}
-  with open(stem + '_alignment.json', 'w') as f:
-    json.dump(report, f, indent=1)
+  workdir_lib.write_json(stem + '_alignment.json', report)
   return report
+
+
+def _save_npz(path: str, **arrays) -> None:
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  workdir_lib.write_bytes(path, buffer.getvalue())

