@@ -10,8 +10,10 @@ in-memory filesystem at ram://bucket/x instead: the writer still gets the workdi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -30,6 +32,7 @@ class GcsEmulator:
       s.bind(('127.0.0.1', 0))
       self.port = s.getsockname()[1]
     self.url = f'http://127.0.0.1:{self.port}'
+    os.makedirs(root, exist_ok=True)
     self._log = open(os.path.join(root, 'fake-gcs-server.log'), 'w')
     self._process = subprocess.Popen(
         [_binary(), '-scheme', 'http', '-backend', 'filesystem', '-filesystem-root', os.path.join(root, 'data'),
@@ -77,3 +80,25 @@ class GcsEmulator:
 def tensorboard_to_ram(path) -> str:
   path = os.fspath(path)
   return 'ram://' + path[len('gs://'):] if path.startswith('gs://') else path
+
+
+@contextlib.contextmanager
+def emulated_gcs(root: str):
+  """The emulator, with every layer pointed at it for the duration (and TensorBoard events sent to ram://)."""
+  import pytest
+  from etils.epath import gpath
+
+  from gen_jax import workdir as workdir_lib
+
+  emulator = GcsEmulator(root)
+  logging.getLogger('gcsfs').setLevel(logging.ERROR)  # "could not determine bucket type": no credentials here
+  try:
+    with pytest.MonkeyPatch.context() as patch:
+      for key, value in emulator.environment().items():
+        patch.setenv(key, value)
+      patch.setattr(workdir_lib, 'tensorboard_dir', tensorboard_to_ram)
+      gpath._is_tf_installed.cache_clear()  # epath decides tf-or-fsspec once per process (functools.cache)
+      yield emulator
+  finally:
+    gpath._is_tf_installed.cache_clear()
+    emulator.stop()

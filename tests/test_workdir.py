@@ -2,7 +2,6 @@
 server on 127.0.0.1 (tests/gcs_emulator.py says which layer reaches it how)."""
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -13,13 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from etils import epath
-from etils.epath import gpath
 
 from gen_jax import workdir as workdir_lib
 from gen_jax.evaluate import evaluate
 from gen_jax.sample import sample
 from gen_jax.train import train
-from tests.gcs_emulator import GcsEmulator, tensorboard_to_ram
+from tests.gcs_emulator import emulated_gcs
 from tests.helpers import host_tree, tiny_vae_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,16 +27,8 @@ SMALL_EVAL = {'eval.num_samples': 40, 'eval.batch_size': 16, 'eval.kid_subsets':
 
 @pytest.fixture(scope='module')
 def gcs(tmp_path_factory):
-  emulator = GcsEmulator(str(tmp_path_factory.mktemp('gcs')))
-  logging.getLogger('gcsfs').setLevel(logging.ERROR)  # "could not determine bucket type": no credentials here
-  with pytest.MonkeyPatch.context() as patch:
-    for key, value in emulator.environment().items():
-      patch.setenv(key, value)
-    patch.setattr(workdir_lib, 'tensorboard_dir', tensorboard_to_ram)
-    gpath._is_tf_installed.cache_clear()  # epath decides tf-or-fsspec once per process (functools.cache)
+  with emulated_gcs(str(tmp_path_factory.mktemp('gcs'))) as emulator:
     yield emulator
-  gpath._is_tf_installed.cache_clear()
-  emulator.stop()
 
 
 def test_local_paths_are_absolute_and_written_atomically(tmp_path, monkeypatch):
