@@ -1,5 +1,5 @@
-"""launch/sweep.py on a tiny VAE sweep: a finished member is skipped, a half-trained one resumed, a new one run,
-then one table (mean and spread over seeds) and a plot; a second invocation runs nothing."""
+"""launch/sweep.py on a tiny VAE sweep: finished members are skipped, a half-trained one resumed (train + eval
+in subprocesses), then one table (mean and spread over seeds) and a plot; a second invocation runs nothing."""
 
 import json
 import os
@@ -42,21 +42,23 @@ def test_sweep_skips_finished_resumes_unfinished_and_tabulates(tmp_path, classif
   path = _write_sweep(tmp_path / 'sweep_tiny.py', classifier_cache)
   root = str(tmp_path / 'runs')
   sweep = sweep_lib.load_sweep(path)
-  finished, half, new = sweep.members
+  finished, half, other = sweep.members
   assert [m.name for m in sweep.members] == ['learning_rate=0.001,seed=0', 'learning_rate=0.001,seed=1',
                                              'learning_rate=0.002,seed=0']
   assert sweep_lib.main([path, '--workdir_root', root, '--dry_run']) == 0
   assert 'python main.py --config configs/vae_digits.py --workdir ' in capsys.readouterr().out
   assert not os.path.exists(root)  # a dry run writes nothing
+  assert [sweep_lib.status(root, m) for m in sweep.members] == ['new'] * 3
 
-  train(_config(finished), sweep_lib.workdir_of(root, finished))  # as if an earlier sweep had run it
-  evaluate(_config(finished), sweep_lib.workdir_of(root, finished), 'configs/vae_digits.py')
+  for member in (finished, other):  # as if an earlier sweep had run them
+    train(_config(member), sweep_lib.workdir_of(root, member))
+    evaluate(_config(member), sweep_lib.workdir_of(root, member), 'configs/vae_digits.py')
   result_file = os.path.join(sweep_lib.workdir_of(root, finished), 'eval', 'step_000004.json')
   before = os.stat(result_file).st_mtime_ns
   half_config = _config(half)
   half_config.total_steps = 2  # stopped half way (its checkpoint at step 2 stays)
   train(half_config, sweep_lib.workdir_of(root, half))
-  assert [sweep_lib.status(root, m) for m in sweep.members] == ['done', 'started', 'new']
+  assert [sweep_lib.status(root, m) for m in sweep.members] == ['done', 'started', 'done']
   capsys.readouterr()
 
   assert sweep_lib.main([path, '--workdir_root', root]) == 0
