@@ -45,9 +45,12 @@ def main(argv):
   if FLAGS.mode == 'eval':
     kwargs = {'config_file': config_flags.get_config_filename(FLAGS['config'])}
   try:
-    run(FLAGS.config, FLAGS.workdir, **kwargs)
+    result = run(FLAGS.config, FLAGS.workdir, **kwargs)
   except UserError as e:
     sys.exit(f'error: {e}')
+  if getattr(result, 'preempted', False):
+    from gen_jax.preemption import PREEMPTED_EXIT_CODE
+    sys.exit(PREEMPTED_EXIT_CODE)  # saved, not finished: launchers rerun the same command
 
 
 def parse_flags(argv):

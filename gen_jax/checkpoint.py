@@ -17,6 +17,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint._src.serialization import type_handler_registry
 
+from gen_jax import parallel
 from gen_jax import workdir as workdir_lib
 from gen_jax.errors import UserError
 
@@ -85,14 +86,19 @@ class Checkpointer:
     none restores nothing is moved and it is a UserError listing every step's error.
     """
     failures: list[tuple[int, str]] = []
-    for step in reversed(self.all_steps()):
-      try:
-        state, data_state = self.restore(abstract_state, step, meta)
-        error = ''
-      except UserError:
-        raise  # a config mismatch, not damage
-      except Exception as e:  # noqa: BLE001 (TensorStore, Orbax and JSON errors of a damaged checkpoint)
-        error = _first_line(e)
+    for step in reversed(parallel.from_process_0(self.all_steps())):  # one list: every process tries the same steps
+      error = ''
+      for attempt in range(2):  # once more before calling it damaged: a read can fail transiently on GCS
+        try:
+          state, data_state = self.restore(abstract_state, step, meta)
+          error = ''
+          break
+        except UserError:
+          raise  # a config mismatch, not damage
+        except Exception as e:  # noqa: BLE001 (TensorStore, Orbax and JSON errors of a damaged checkpoint)
+          error = error_summary(e)
+      # Damage a file shows to every process alike; a failure on some processes only could leave the others in
+      # Orbax's restore barrier (a hang, not a wrong result).
       if _everywhere(not error):
         for bad_step, _ in failures:
           if move_aside:
@@ -112,16 +118,16 @@ class Checkpointer:
   def _move_aside(self, step: int) -> None:
     """checkpoints/<step> -> checkpoints_corrupt/<step>[.N]: outside Orbax's directory, so it is never listed
     (or garbage-collected) again, and kept for a post-mortem. Process 0 moves; everyone waits for it."""
-    source = self.directory / str(step)
-    target = self.directory.parent / CORRUPT_DIR / str(step)
-    suffix = 0
-    while target.exists():
-      suffix += 1
-      target = self.directory.parent / CORRUPT_DIR / f'{step}.{suffix}'
     if jax.process_index() == 0:
+      source = self.directory / str(step)
+      target = self.directory.parent / CORRUPT_DIR / str(step)
+      suffix = 0
+      while target.exists():
+        suffix += 1
+        target = self.directory.parent / CORRUPT_DIR / f'{step}.{suffix}'
       target.parent.mkdir(parents=True, exist_ok=True)
       if workdir_lib.is_remote(source):  # object stores have no directory rename: copy every object, then delete
-        for path in sorted(p for p in source.rglob('*') if not p.is_dir()):
+        for path in _files_under(source):
           destination = target / path.relative_to(source)
           destination.parent.mkdir(parents=True, exist_ok=True)
           path.copy(destination)
@@ -144,7 +150,7 @@ class Checkpointer:
 CORRUPT_DIR = 'checkpoints_corrupt'  # beside checkpoints/: damaged steps moved out of Orbax's sight
 
 
-def _first_line(error: BaseException) -> str:
+def error_summary(error: BaseException) -> str:
   """The innermost cause's first line (Orbax wraps TensorStore's error, which names the damaged file)."""
   while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
     error = error.__cause__ or error.__context__
@@ -157,6 +163,15 @@ def _everywhere(ok: bool) -> bool:
   if jax.process_count() == 1:
     return ok
   return bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _files_under(directory):
+  """Every file below `directory`, as paths of its own scheme (epath's rglob / walk do not keep gs://)."""
+  for child in directory.iterdir():
+    if child.is_dir():
+      yield from _files_under(child)
+    else:
+      yield child
 
 
 def _warn(message: str) -> None:

@@ -23,11 +23,10 @@ import time
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from gen_jax import parallel, provenance
 from gen_jax import workdir as workdir_lib
-from gen_jax.checkpoint import Checkpointer
+from gen_jax.checkpoint import Checkpointer, error_summary
 from gen_jax.data import dataset_name, load_split, make_source
 from gen_jax.errors import UserError
 from gen_jax.evaluation import cache_dir, metrics
@@ -131,10 +130,12 @@ class Evaluator:
     start = time.time()
     try:
       state, step = restore_latest(config, self.workdir, self.family, self.image_shape, self.mesh, step)
-    except (FileNotFoundError, ValueError):
+    except UserError:
+      raise  # a config mismatch
+    except Exception as e:  # noqa: BLE001 (Orbax raises bare Exception around TensorStore's read errors)
       if step not in _checkpoint_steps(config, self.workdir):
         raise CheckpointGone(step) from None
-      raise
+      raise CheckpointDamaged(error_summary(e)) from e
     if jax.process_index() == 0:
       print(f'Evaluating step {step}: {self.num_samples} samples'
             + (f' ({len(self.prompts)} class prompts, guidance {config.sample.guidance})' if self.prompts else ''),
@@ -201,30 +202,23 @@ def result_path(workdir: str, step: int):
   return workdir_lib.path(workdir, 'eval', f'step_{step:06d}.json')
 
 
-def _from_process_0(values: list[int]) -> list[int]:
-  """Process 0's list on every process: the processes never decide on their own what to evaluate (their file
-  listings may differ for a moment), so they run the same collectives in the same order."""
-  if jax.process_count() == 1:
-    return list(values)
-  n = int(multihost_utils.broadcast_one_to_all(np.int32(len(values))))
-  padded = np.zeros(n, np.int32)
-  if jax.process_index() == 0:
-    padded[:] = values
-  return [int(v) for v in multihost_utils.broadcast_one_to_all(padded)]
-
-
 def _checkpoint_steps(config, workdir: str) -> list[int]:
-  if not _from_process_0([workdir_lib.path(workdir, 'checkpoints').is_dir()])[0]:
+  if not parallel.from_process_0([workdir_lib.path(workdir, 'checkpoints').is_dir()])[0]:
     return []
   checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep, async_save=False)
   try:
-    return _from_process_0(checkpointer.all_steps())
+    return parallel.from_process_0(checkpointer.all_steps())
   finally:
     checkpointer.close()
 
 
 class CheckpointGone(Exception):
   """The checkpoint was deleted (a training job's max_checkpoints_to_keep) before it could be restored."""
+
+
+class CheckpointDamaged(Exception):
+  """The checkpoint is listed but does not restore (a truncated or missing file): the training job moves it
+  aside when it restarts; evaluation skips it."""
 
 
 def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[dict]:
@@ -236,21 +230,31 @@ def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[
   if not ev.follow and not _checkpoint_steps(config, workdir):
     raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')
   evaluator = Evaluator(config, workdir, config_file, devices)
-  reports, last_news = [], time.time()
+  reports, last_news, damaged = [], time.time(), set()
   while True:
     steps = _checkpoint_steps(config, workdir)
     todo = steps[-1:] if not ev.follow else [s for s in steps if not result_path(workdir, s).exists()]
-    for step in _from_process_0(todo):
+    queue = [s for s in parallel.from_process_0(todo) if s not in damaged]
+    while queue:
+      step = queue.pop(0)
       try:
         reports.append(evaluator.evaluate_step(step))
         last_news = time.time()
       except CheckpointGone:
         print(f'Checkpoint {step} was deleted before it was evaluated; skipped.', flush=True)
+      except CheckpointDamaged as e:
+        damaged.add(step)
+        earlier = [s for s in steps if s < step and s not in damaged]
+        previous = not ev.follow and earlier
+        print(f'warning: checkpoint {step} does not restore ({e}); skipped'
+              + (f', evaluating step {earlier[-1]} instead.' if previous else '.'), flush=True)
+        if previous:
+          queue.append(earlier[-1])
     if not ev.follow:
       return reports
     finished = bool(steps) and steps[-1] >= config.total_steps and result_path(workdir, steps[-1]).exists()
     timed_out = time.time() - last_news > ev.follow_timeout_s
-    finished, timed_out = _from_process_0([finished, timed_out])
+    finished, timed_out = parallel.from_process_0([finished, timed_out])
     if finished:
       print(f'Evaluated the final step {steps[-1]}; done following.', flush=True)
       return reports

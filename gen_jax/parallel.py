@@ -37,6 +37,18 @@ def maybe_initialize_distributed(coordinator_address: str = '', num_processes: i
     jax.distributed.initialize()
 
 
+def from_process_0(values: list[int]) -> list[int]:
+  """Process 0's list of ints on every process: decisions taken from file listings (which may differ between
+  hosts for a moment) are process 0's, so all processes run the same collectives in the same order."""
+  if jax.process_count() == 1:
+    return list(values)
+  n = int(multihost_utils.broadcast_one_to_all(np.int32(len(values))))
+  padded = np.zeros(n, np.int32)
+  if jax.process_index() == 0:
+    padded[:] = values
+  return [int(v) for v in multihost_utils.broadcast_one_to_all(padded)]
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh over `devices` (default: all), process-major so global batch rows follow process order."""
   devices = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))

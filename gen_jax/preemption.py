@@ -8,6 +8,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+# main.py's exit status after a SIGTERM stop (checkpoint saved, run not finished): EX_TEMPFAIL, "try again". The
+# launchers read it to rerun the command (launch/tpu_vm.py), requeue the job (launch/slurm.py) or not evaluate a
+# half-trained sweep member (launch/sweep.py).
+PREEMPTED_EXIT_CODE = 75
+
 
 class PreemptionGuard:
   """Context manager that turns SIGTERM into a flag the loop polls between steps.

@@ -8,9 +8,9 @@
 which reads SLURM's environment (coordinator = first node of SLURM_JOB_NODELIST, SLURM_NTASKS processes,
 SLURM_PROCID) and gives each task the GPU of its SLURM_LOCALID: so tasks must see every GPU of their node (no
 per-task GPU binding). The workdir must be on a filesystem every node sees (or gs://). SLURM's SIGTERM before the
-time limit (--signal=TERM@120) and on preemption makes the run save a checkpoint; --requeue puts a preempted job
-back in the queue and, like rerunning the script, it resumes from that checkpoint. --dry_run prints the script and
-the sbatch command; otherwise the script is written under --script_dir and submitted.
+time limit (--signal=TERM@120) and on preemption makes the run save a checkpoint and exit 75; the script then
+requeues the job (--requeue allows it), which resumes from that checkpoint, as resubmitting would. --dry_run
+prints the script and the sbatch command; otherwise the script is written under --script_dir and submitted.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from typing import Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREEMPTED_EXIT_CODE = 75  # gen_jax.preemption.PREEMPTED_EXIT_CODE (not imported: this file runs without jax)
 
 
 def sbatch_script(args, main_args: Sequence[str]) -> str:
@@ -40,7 +41,10 @@ def sbatch_script(args, main_args: Sequence[str]) -> str:
   lines += ['export GEN_JAX_DISTRIBUTED=1  # jax.distributed.initialize() reads SLURM_* itself',
             'export TF_CPP_MIN_LOG_LEVEL=2',
             f'srun --kill-on-bad-exit=1 {shlex.quote(args.python)} main.py '
-            + ' '.join(shlex.quote(a) for a in main_args), '']
+            + ' '.join(shlex.quote(a) for a in main_args) + ' && status=0 || status=$?',
+            f'if [ "$status" -eq {PREEMPTED_EXIT_CODE} ]; then  # SIGTERM (time limit, preemption): saved, not done',
+            '  scontrol requeue "$SLURM_JOB_ID"  # back in the queue; it resumes from that checkpoint',
+            'fi', 'exit "$status"', '']
   return '\n'.join(lines)
 
 
@@ -71,6 +75,7 @@ def parse(argv: Sequence[str]):
   p.add_argument('--script_dir', default='slurm_jobs')
   p.add_argument('--dry_run', action='store_true')
   args = parser.parse_args(argv)
+  args.job_name = ''.join(c if c.isalnum() or c in '-_.=,' else '_' for c in args.job_name)
   args.log_dir = os.path.join(ROOT, args.log_dir)  # SLURM resolves --output against sbatch's cwd: be explicit
   args.script_dir = os.path.join(ROOT, args.script_dir)
   if not rest or '--workdir' not in ' '.join(rest):
@@ -85,7 +90,7 @@ def submit_from_argv(argv: Sequence[str], out=None) -> str:
   out = out or sys.stdout
   args, main_args = parse(argv)
   script = sbatch_script(args, main_args)
-  name = ''.join(c if c.isalnum() or c in '-_.=,' else '_' for c in args.job_name)
+  name = args.job_name
   path = os.path.join(args.script_dir, f'{name}.sbatch')
   command = sbatch_command(path, args.after or None)
   if args.dry_run:

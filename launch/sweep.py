@@ -39,6 +39,7 @@ if ROOT not in sys.path:  # config files import `configs.default`
 from etils import epath  # noqa: E402
 
 from gen_jax import results  # noqa: E402
+from gen_jax.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
 
 
 class SweepError(Exception):
@@ -63,7 +64,8 @@ class Sweep:
 
 def member_name(overrides: dict[str, Any]) -> str:
   """'diffusion.prediction'='eps', 'seed'=0 -> 'prediction=eps,seed=0' (the last key part: short, readable)."""
-  parts = [f'{key.rsplit(".", 1)[-1]}={_flag_value(value)}' for key, value in overrides.items()]
+  names = short_names(overrides)
+  parts = [f'{names[key]}={_flag_value(value)}' for key, value in overrides.items()]
   name = ','.join(parts) or 'base'
   if '/' in name or name.startswith('.'):
     raise SweepError(f'member name {name!r} (from its overrides) is not a valid directory name.')
@@ -141,7 +143,7 @@ def status(root: str, member: Member) -> str:
   if (workdir / 'eval' / f'step_{member.total_steps:06d}.json').exists():
     return 'done'
   checkpoints = workdir / 'checkpoints'
-  if (checkpoints / str(member.total_steps)).exists():
+  if (checkpoints / str(member.total_steps) / 'commit_success.txt').exists():  # Orbax's "save finished" marker
     return 'trained'
   if checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()):
     return 'started'
@@ -203,6 +205,9 @@ def run_member(sweep: Sweep, root: str, member: Member, where: str, dry_run: boo
         _say(' '.join(shlex.quote(a) for a in ['python', 'main.py', *argv]))
         continue
       rc = run_local(argv, member.name, os.path.join(workdir, f'{mode}.log') if local else None)
+      if rc == PREEMPTED_EXIT_CODE:
+        _say(f'[{member.name}] {mode} stopped by SIGTERM (checkpoint saved). Rerun the sweep to resume.')
+        return 'preempted'
       if rc:
         _say(f'[{member.name}] {mode} failed (exit {rc}); see {workdir}/{mode}.log. Rerun the sweep to resume.')
         return 'failed'
@@ -218,13 +223,32 @@ def run_member(sweep: Sweep, root: str, member: Member, where: str, dry_run: boo
     return 'dry run' if dry_run else status(root, member)
   if where == 'slurm':
     from launch import slurm
-    after = None
+    marker = epath.Path(workdir) / SUBMITTED
+    if not dry_run and marker.exists() and _in_slurm_queue(marker.read_text().split()):
+      _say(f'[{member.name}] its jobs are still queued or running: not submitted again')
+      return 'queued'
+    after, jobs = None, []
     for mode in modes:
       argv = ['submit', *launcher_flags, *(['--dry_run'] if dry_run else []), '--job_name', f'{member.name}.{mode}',
               *(['--after', after] if after else []), '--', *main_args(sweep, member, workdir, mode)]
       after = slurm.submit_from_argv(argv)
+      jobs.append(after)
+    if not dry_run:
+      marker.parent.mkdir(parents=True, exist_ok=True)
+      marker.write_text(' '.join(jobs))
     return 'queued'
   raise SweepError(f'unknown --where {where!r}; use local, tpu or slurm.')
+
+
+SUBMITTED = 'slurm_jobs.txt'  # in a member's workdir: the ids of its queued jobs (no double submission)
+
+
+def _in_slurm_queue(job_ids: Sequence[str]) -> bool:
+  """Whether any of the jobs is still pending or running (squeue lists only those)."""
+  if not job_ids:
+    return False
+  result = subprocess.run(['squeue', '-h', '-o', '%i', '-j', ','.join(job_ids)], capture_output=True, text=True)
+  return result.returncode == 0 and bool(result.stdout.strip())
 
 
 def run_all(sweep: Sweep, root: str, where: str = 'local', parallel: int = 1, dry_run: bool = False,
@@ -251,8 +275,16 @@ def run_all(sweep: Sweep, root: str, where: str = 'local', parallel: int = 1, dr
 
 # --- table and plot --------------------------------------------------------------------------------------------------
 
+def short_names(keys) -> dict[str, str]:
+  """'diffusion.prediction' -> 'prediction' unless another key ends the same way (then the full key)."""
+  keys = list(dict.fromkeys(keys))
+  last = [k.rsplit('.', 1)[-1] for k in keys]
+  return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
 def setting_label(setting: dict[str, Any]) -> str:
-  return ','.join(f'{k.rsplit(".", 1)[-1]}={_flag_value(v)}' for k, v in setting.items()) or 'base'
+  names = short_names(setting)
+  return ','.join(f'{names[k]}={_flag_value(v)}' for k, v in setting.items()) or 'base'
 
 
 def summarise(sweep: Sweep, root: str) -> str:
@@ -269,8 +301,9 @@ def summarise(sweep: Sweep, root: str) -> str:
     groups.setdefault(label, []).append(report)
     settings[label] = member.setting
     member_rows.append(results.row_of(report, workdir))
-  setting_columns = list(dict.fromkeys(k.rsplit('.', 1)[-1] for m in sweep.members for k in m.setting))
-  labelled = [({k.rsplit('.', 1)[-1]: _flag_value(v) for k, v in settings[label].items()}, reports)
+  names = short_names(k for m in sweep.members for k in m.setting)
+  setting_columns = list(dict.fromkeys(names.values()))
+  labelled = [({names[k]: _flag_value(v) for k, v in settings[label].items()}, reports)
               for label, reports in groups.items()]
   rows, columns = results.summary_rows(labelled, setting_columns)
   out = epath.Path(root)
@@ -318,15 +351,19 @@ def plot(sweep: Sweep, root: str, groups: dict[str, list[dict]]) -> bytes:
   left.set_ylabel(sweep.metric)
   left.set_title(f'{sweep.metric} per setting (bar: mean, line: sd, dots: seeds)', fontsize=9)
   colours = {label: f'C{i}' for i, label in enumerate(labels)}
+  positive, labelled = True, set()
   for member in sweep.members:
     steps, values = training_curve(workdir_of(root, member))
     label = setting_label(member.setting)
     if steps:
       right.plot(steps, values, color=colours.get(label, 'grey'), alpha=0.8,
-                 label=label if member is next(m for m in sweep.members if setting_label(m.setting) == label) else None)
-  right.set_yscale('log')
+                 label=None if label in labelled else label)
+      labelled.add(label)
+      positive = positive and min(values) > 0
+  if positive:  # GAN losses can be negative: linear axis then
+    right.set_yscale('log')
   right.set_xlabel('step')
-  right.set_ylabel('training loss (log)')
+  right.set_ylabel('training loss' + (' (log)' if positive else ''))
   right.set_title('training loss, every member', fontsize=9)
   right.legend(fontsize=7)
   figure.tight_layout()

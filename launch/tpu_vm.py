@@ -26,7 +26,10 @@ from typing import Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REMOTE_DIR = '~/gen_jax'
-LOG, RC = '~/gen_jax_run.log', '~/gen_jax_run.rc'
+LOG, RC, PID = '~/gen_jax_run.log', '~/gen_jax_run.rc', '~/gen_jax_run.pid'
+PREEMPTED = 75  # main.py after a SIGTERM stop (gen_jax.preemption.PREEMPTED_EXIT_CODE; not imported: no jax here)
+LOST = 86  # follow_command: the job's process is gone without an exit status (the VM rebooted)
+SSH_FAILED = 255
 JAX_TPU = 'jax[tpu]==0.10.2'  # the jax of requirements.txt, with libtpu
 
 # Software versions (runtime images) that carry each generation's TPU driver; --version overrides.
@@ -76,11 +79,15 @@ class Shell:
     return rc
 
   def query(self, command: Sequence[str], dry_answer: str) -> str:
+    """stdout; 'NOT_FOUND' when gcloud says the resource does not exist; '' when the answer is unknown (e.g. the
+    network of this machine dropped): never read as "gone"."""
     if self.dry_run:
       self.show(command)
       return dry_answer
     result = subprocess.run(list(command), capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else ''
+    if result.returncode == 0:
+      return result.stdout.strip()
+    return 'NOT_FOUND' if 'NOT_FOUND' in result.stderr else ''
 
 
 class Slice:
@@ -143,15 +150,18 @@ class Slice:
             self.ssh(install)]
 
   def start_command(self, main_args: Sequence[str]) -> list[str]:
-    """main.py on every worker, detached (an ssh drop does not kill it); exit status to RC when it ends."""
+    """main.py on every worker, detached (an ssh drop does not kill it): its exit status goes to RC when it
+    ends, the PID of its shell to PID (so a job that vanished with its VM is noticed)."""
     distributed = 'GEN_JAX_DISTRIBUTED=1 ' if num_hosts(self.accelerator) > 1 else ''
     command = ' '.join(shlex.quote(a) for a in main_args)
-    return self.ssh(f'cd {REMOTE_DIR} && rm -f {RC} && (({distributed}nohup .venv/bin/python main.py {command} '
-                    f'> {LOG} 2>&1; echo $? > {RC}) > /dev/null 2>&1 < /dev/null &) && echo started')
+    return self.ssh(f'cd {REMOTE_DIR} && rm -f {RC} && ( ({distributed}nohup .venv/bin/python main.py {command} '
+                    f'> {LOG} 2>&1; echo $? > {RC}) > /dev/null 2>&1 < /dev/null & echo $! > {PID} ) && echo started')
 
   def follow_command(self) -> list[str]:
-    """Worker 0's log until the job writes RC; the ssh exits with the job's status (255: the slice went away)."""
-    return self.ssh(f'tail -n +1 -F {LOG} & T=$!; while [ ! -f {RC} ]; do sleep 15; done; sleep 2; kill $T; '
+    """Worker 0's log until the job writes RC; the ssh exits with the job's status (255: the slice or this
+    machine's connection went away; LOST: the job's process died without a status, e.g. its VM rebooted)."""
+    return self.ssh(f'tail -n +1 -F {LOG} & T=$!; while [ ! -f {RC} ]; do kill -0 $(cat {PID}) 2>/dev/null || '
+                    f'{{ sleep 5; [ -f {RC} ] || {{ kill $T; exit {LOST}; }}; }}; sleep 15; done; sleep 2; kill $T; '
                     f'exit $(cat {RC})', worker='0')
 
 
@@ -163,7 +173,10 @@ def create(slice_: Slice, shell: Shell, wait_s: float = 30) -> None:
   for command in slice_.create_commands():
     shell.run(command)
   if slice_.queued:
-    while shell.query(slice_.queued_state(), 'ACTIVE') != 'ACTIVE':
+    while (state := shell.query(slice_.queued_state(), 'ACTIVE')) != 'ACTIVE':
+      if state in ('FAILED', 'SUSPENDED', 'NOT_FOUND'):
+        raise LaunchError(f'queued resource {slice_.name} is {state}; see `gcloud compute tpus queued-resources '
+                          f'describe {slice_.name} --zone={slice_.zone}`.')
       time.sleep(wait_s)
 
 
@@ -180,32 +193,54 @@ def run(slice_: Slice, shell: Shell, main_args: Sequence[str], max_restarts: int
   while True:
     rc = shell.run(slice_.follow_command(), check=False)
     if shell.dry_run:
-      shell.show(f'# if the job ends non-zero and `{" ".join(slice_.state())}` says PREEMPTED (or the slice is '
-                 f'gone): recreate, set up and rerun, up to {max_restarts} times:')
+      shell.show(f'# then `{" ".join(slice_.state())}`. Job exit {PREEMPTED} (SIGTERM, saved) or {LOST} (gone '
+                 f'with a reboot) on a READY slice: start it again. Slice PREEMPTED or NOT_FOUND: recreate, set up '
+                 f'and start again. Up to {max_restarts} restarts; each resumes from the last checkpoint:')
       for command in [*slice_.delete_commands(), *slice_.create_commands(),
                       *slice_.setup_commands(_archive_path(slice_)), slice_.start_command(main_args)]:
         shell.show(command)
       return 0
     if rc == 0:
       return 0
-    state = shell.query(slice_.state(), '')
-    if state == 'READY':
-      if rc == 255:  # our ssh dropped, the slice is fine: follow again
-        continue
+    state = _slice_state(slice_, shell, wait_s)
+    if state == 'READY' and rc == SSH_FAILED:  # our connection dropped, the slice is fine: follow again
+      continue
+    if state == 'READY' and rc not in (PREEMPTED, LOST):
       print(f'The job failed on {slice_.name} (exit {rc}); not restarting. See `python -m launch.tpu_vm tail`.',
             flush=True)
       return rc
+    if state == '':  # still unknown after retries: do not delete a slice that may be fine
+      continue
     if restarts >= max_restarts:
-      print(f'{slice_.name} is {state or "gone"} after {restarts} restarts; giving up.', flush=True)
+      print(f'{slice_.name}: {state}, job exit {rc}, after {restarts} restarts; giving up.', flush=True)
       return rc or 1
     restarts += 1
-    print(f'{slice_.name} is {state or "gone"} (preempted?): recreating it, restart {restarts}/{max_restarts}; '
-          'the run resumes from its last checkpoint.', flush=True)
-    for command in slice_.delete_commands():
-      shell.run(command, check=False)
-    create(slice_, shell, wait_s)
-    setup(slice_, shell)
-    shell.run(slice_.start_command(main_args))
+    try:
+      if state == 'READY':  # SIGTERM'd (maintenance) or lost with a reboot: the same slice runs it again
+        print(f'The job on {slice_.name} stopped (exit {rc}) on a healthy slice: starting it again, restart '
+              f'{restarts}/{max_restarts}; it resumes from its last checkpoint.', flush=True)
+      else:
+        print(f'{slice_.name} is {state} (preempted?): recreating it, restart {restarts}/{max_restarts}; the run '
+              'resumes from its last checkpoint.', flush=True)
+        for command in slice_.delete_commands():
+          shell.run(command, check=False)
+        create(slice_, shell, wait_s)
+        setup(slice_, shell)
+      shell.run(slice_.start_command(main_args))
+    except LaunchError as e:  # no spot capacity now, preempted again during set-up, ...
+      print(f'{e}; retrying in {wait_s:.0f} s.', flush=True)
+      time.sleep(wait_s)
+      rc = 1
+
+
+def _slice_state(slice_: Slice, shell: Shell, wait_s: float, tries: int = 5) -> str:
+  """READY, PREEMPTED, NOT_FOUND, ...; '' when gcloud could not tell after `tries`."""
+  for attempt in range(tries):
+    state = shell.query(slice_.state(), '')
+    if state:
+      return state
+    time.sleep(wait_s * attempt)
+  return ''
 
 
 def _check_workdir(slice_: Slice, main_args: Sequence[str]) -> None:

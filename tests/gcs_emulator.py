@@ -55,15 +55,19 @@ class GcsEmulator:
     urllib.request.urlopen(request, timeout=10).read()
     return f'gs://{name}'
 
-  def object_names(self, bucket: str) -> list[str]:
-    names, token = [], ''
+  def objects(self, bucket: str) -> dict[str, int]:
+    """object name -> size in bytes."""
+    sizes, token = {}, ''
     while True:
       url = f'{self.url}/storage/v1/b/{bucket}/o?maxResults=1000' + (f'&pageToken={token}' if token else '')
       page = json.loads(urllib.request.urlopen(url, timeout=10).read())
-      names += [item['name'] for item in page.get('items', [])]
+      sizes.update({item['name']: int(item['size']) for item in page.get('items', [])})
       token = page.get('nextPageToken')
       if not token:
-        return sorted(names)
+        return sizes
+
+  def object_names(self, bucket: str) -> list[str]:
+    return sorted(self.objects(bucket))
 
   def environment(self) -> dict[str, str]:
     return {'STORAGE_EMULATOR_HOST': self.url, 'TENSORSTORE_GCS_HTTP_URL': self.url, 'EPATH_USE_TF': 'false'}

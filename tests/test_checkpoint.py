@@ -10,9 +10,10 @@ import pytest
 
 from gen_jax.checkpoint import CORRUPT_DIR
 from gen_jax.errors import UserError
+from gen_jax.evaluate import evaluate
 from gen_jax.sample import sample
 from gen_jax.train import train
-from tests.helpers import host_tree, tiny_vae_config
+from tests.helpers import apply_overrides, host_tree, tiny_vae_config
 
 
 def _config():
@@ -85,3 +86,19 @@ def test_no_checkpoint_restores_is_a_clear_error_and_nothing_is_moved(trained, t
   with pytest.raises(UserError, match=r'No checkpoint in .* restores \(step 12: .*step 8: .*step 4: .*Nothing was'):
     train(_config(), workdir)
   assert _steps(workdir) == [4, 8, 12] and not os.path.exists(os.path.join(workdir, CORRUPT_DIR))
+
+
+@pytest.mark.parametrize('how', ['truncated', 'missing'])
+def test_eval_skips_a_damaged_latest_checkpoint_for_the_previous_one(trained, tmp_path, classifier_cache, capsys, how):
+  original, _ = trained
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(original, workdir)
+  _damage(_largest_array_file(workdir, 12), how)
+  config = apply_overrides(_config(), {
+      'eval.num_samples': 16, 'eval.batch_size': 16, 'eval.kid_subsets': 2, 'eval.kid_subset_size': 8,
+      'eval.is_splits': 2, 'eval.bits_per_dim': False, 'classifier.cache_dir': classifier_cache,
+      'eval.cache_dir': classifier_cache})
+  [report] = evaluate(config, workdir)
+  assert report['step'] == 8
+  assert 'checkpoint 12 does not restore' in capsys.readouterr().out
+  assert _steps(workdir) == [4, 8, 12]  # a reader moves nothing

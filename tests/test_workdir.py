@@ -77,6 +77,19 @@ def test_train_resume_sample_and_eval_with_a_gs_workdir(gcs, tmp_path_factory, c
   assert tf.io.gfile.glob('ram://gen-jax-runs/vae/eval/events.out.tfevents*')
   assert os.listdir(cwd) == []  # nothing went to a local path
 
+  # A damaged latest checkpoint in the bucket: moved aside (objects copied, then deleted) and resumed from step 4.
+  step_8 = {n: size for n, size in gcs.objects('gen-jax-runs').items() if n.startswith('vae/checkpoints/8/')}
+  damaged = max((n for n in step_8 if '/state/' in n), key=step_8.get)
+  path = epath.Path(f'{bucket}/{damaged}')
+  path.write_bytes(path.read_bytes()[:1000])
+  again = train(tiny_vae_config(total_steps=8), workdir)
+  assert sorted(again.history) == [5, 6, 7, 8]
+  names = gcs.object_names('gen-jax-runs')
+  assert {n.replace('vae/checkpoints/', 'vae/checkpoints_corrupt/') for n in step_8} <= set(names)  # all kept
+  for x, y in zip(jax.tree.leaves(host_tree(reference.state.params)), jax.tree.leaves(host_tree(again.state.params)),
+                  strict=True):
+    np.testing.assert_array_equal(x, y)
+
 
 def test_xla_compilation_cache_in_a_gs_workdir(gcs):
   """jax's persistent cache writes through etils.epath too (checked in a fresh process: the setting is global)."""

@@ -21,8 +21,11 @@ def test_two_nodes_of_eight_gpus_dry_run():
                '#SBATCH --partition=gpu', '#SBATCH --signal=TERM@120', '#SBATCH --requeue',
                'export GEN_JAX_DISTRIBUTED=1',
                'srun --kill-on-bad-exit=1 python3 main.py --config configs/ddpm_cifar.py --workdir '
-               '/shared/runs/ddpm_cifar']:
+               '/shared/runs/ddpm_cifar && status=0 || status=$?']:
     assert line in text.splitlines() or any(ln.startswith(line) for ln in text.splitlines()), line
+  assert 'scontrol requeue "$SLURM_JOB_ID"' in text and 'if [ "$status" -eq 75 ]' in text  # saved at SIGTERM
+  from gen_jax.preemption import PREEMPTED_EXIT_CODE
+  assert slurm.PREEMPTED_EXIT_CODE == PREEMPTED_EXIT_CODE  # what main.py exits with after saving on SIGTERM
   assert '--gpus-per-task' not in text and '--gpu-bind' not in text  # each task must see all GPUs of its node
   assert re.search(r'^sbatch --parsable --dependency=afterok:41 \S+/slurm_jobs/ddpm\.sbatch$', text, re.M)
 

@@ -45,8 +45,9 @@ def test_sweep_skips_finished_resumes_unfinished_and_tabulates(tmp_path, classif
   finished, half, other = sweep.members
   assert [m.name for m in sweep.members] == ['learning_rate=0.001,seed=0', 'learning_rate=0.001,seed=1',
                                              'learning_rate=0.002,seed=0']
-  assert sweep_lib.main([path, '--workdir_root', root, '--dry_run']) == 0
-  assert 'python main.py --config configs/vae_digits.py --workdir ' in capsys.readouterr().out
+  assert sweep_lib.main([path, '--workdir_root', root, '--dry_run', '--parallel', '2']) == 0
+  out = capsys.readouterr().out
+  assert out.count('python main.py --config configs/vae_digits.py --workdir ') == 6  # train + eval, 3 members
   assert not os.path.exists(root)  # a dry run writes nothing
   assert [sweep_lib.status(root, m) for m in sweep.members] == ['new'] * 3
 

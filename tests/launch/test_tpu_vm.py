@@ -96,6 +96,9 @@ class ScriptedShell(tpu_vm.Shell):
     self.log.append(command)
     return self.states.pop(0)
 
+  def show(self, command):
+    pass
+
 
 def _slice():
   args = type('Args', (), {'name': 'g', 'name_suffix': '', 'zone': 'z', 'project': '', 'accelerator': 'v4-32',
@@ -105,7 +108,7 @@ def _slice():
 
 def test_a_preempted_slice_is_recreated_and_the_job_rerun():
   shell = ScriptedShell(follow_codes=[255, 0], states=['PREEMPTED'])
-  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=3) == 0
+  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=3, wait_s=0) == 0
   verbs = [c[4] if c[0] == 'gcloud' else c[0] for c in shell.log]
   assert verbs == ['ssh', 'ssh', 'describe', 'delete', 'create', 'bash', 'scp', 'ssh', 'ssh', 'ssh']
   assert shell.log[-2] == shell.log[0]  # the same command started again: it resumes from its checkpoint
@@ -113,11 +116,28 @@ def test_a_preempted_slice_is_recreated_and_the_job_rerun():
 
 def test_a_failing_job_on_a_healthy_slice_is_not_restarted():
   shell = ScriptedShell(follow_codes=[1], states=['READY'])
-  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=3) == 1
+  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=3, wait_s=0) == 1
   assert [c[4] for c in shell.log] == ['ssh', 'ssh', 'describe']
 
 
 def test_restarts_stop_at_max_restarts():
   shell = ScriptedShell(follow_codes=[255] * 3, states=['PREEMPTED'] * 3)
-  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=2) == 255
+  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=2, wait_s=0) == 255
   assert sum(c[4] == 'create' for c in shell.log if c[0] == 'gcloud') == 2
+
+
+@pytest.mark.parametrize('code', [tpu_vm.PREEMPTED, tpu_vm.LOST])
+def test_a_job_stopped_on_a_healthy_slice_is_started_again_there(code):
+  """SIGTERM'd by a maintenance event (main.py exits 75 after saving) or lost with a reboot: no recreation."""
+  shell = ScriptedShell(follow_codes=[code, 0], states=['READY'])
+  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=3, wait_s=0) == 0
+  assert [c[4] for c in shell.log] == ['ssh', 'ssh', 'describe', 'ssh', 'ssh']
+
+
+def test_an_unknown_slice_state_is_asked_again_and_never_read_as_gone():
+  shell = ScriptedShell(follow_codes=[255, 0], states=['', '', 'READY'])  # this machine's network came back
+  assert tpu_vm.run(_slice(), shell, MAIN, max_restarts=3, wait_s=0) == 0
+  assert [c[4] for c in shell.log] == ['ssh', 'ssh', 'describe', 'describe', 'describe', 'ssh']
+
+  from gen_jax.preemption import PREEMPTED_EXIT_CODE
+  assert tpu_vm.PREEMPTED == PREEMPTED_EXIT_CODE  # what main.py exits with after saving on SIGTERM
