@@ -347,7 +347,10 @@ def plot(sweep: Sweep, root: str, groups: dict[str, list[dict]]) -> bytes:
     spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     left.bar(i, np.mean(values), yerr=spread, color=f'C{i}', alpha=0.6, capsize=4)
     left.plot([i] * len(values), values, 'k.', markersize=8)
-  left.set_xticks(range(len(labels)), [label.replace(',', '\n') for label in labels], fontsize=8)
+  keys = short_names(k for m in sweep.members for k in m.setting)
+  ticks = ['\n'.join(part.split('=', 1)[-1] for part in label.split(',')) for label in labels]
+  left.set_xticks(range(len(labels)), ticks, fontsize=8)
+  left.set_xlabel(' / '.join(dict.fromkeys(keys.values())), fontsize=8)
   left.set_ylabel(sweep.metric)
   left.set_title(f'{sweep.metric} per setting (bar: mean, line: sd, dots: seeds)', fontsize=9)
   colours = {label: f'C{i}' for i, label in enumerate(labels)}
@@ -364,7 +367,7 @@ def plot(sweep: Sweep, root: str, groups: dict[str, list[dict]]) -> bytes:
     right.set_yscale('log')
   right.set_xlabel('step')
   right.set_ylabel('training loss' + (' (log)' if positive else ''))
-  right.set_title('training loss, every member', fontsize=9)
+  right.set_title('training loss, every member (objectives can differ between settings)', fontsize=9)
   right.legend(fontsize=7)
   figure.tight_layout()
   buffer = io.BytesIO()
