@@ -1,5 +1,6 @@
-"""launch/sweep.py on a tiny VAE sweep: finished members are skipped, a half-trained one resumed (train + eval
-in subprocesses), then one table (mean and spread over seeds) and a plot; a second invocation runs nothing."""
+"""launch/sweep.py on a tiny VAE sweep: a finished member is skipped, a half-trained one resumed and a new one
+run (two at a time, in subprocesses), then one table (mean and spread over seeds) and a plot; a second
+invocation runs nothing."""
 
 import json
 import os
@@ -51,21 +52,21 @@ def test_sweep_skips_finished_resumes_unfinished_and_tabulates(tmp_path, classif
   assert not os.path.exists(root)  # a dry run writes nothing
   assert [sweep_lib.status(root, m) for m in sweep.members] == ['new'] * 3
 
-  for member in (finished, other):  # as if an earlier sweep had run them
-    train(_config(member), sweep_lib.workdir_of(root, member))
-    evaluate(_config(member), sweep_lib.workdir_of(root, member), 'configs/vae_digits.py')
+  train(_config(finished), sweep_lib.workdir_of(root, finished))  # as if an earlier sweep had run it
+  evaluate(_config(finished), sweep_lib.workdir_of(root, finished), 'configs/vae_digits.py')
   result_file = os.path.join(sweep_lib.workdir_of(root, finished), 'eval', 'step_000004.json')
   before = os.stat(result_file).st_mtime_ns
   half_config = _config(half)
   half_config.total_steps = 2  # stopped half way (its checkpoint at step 2 stays)
   train(half_config, sweep_lib.workdir_of(root, half))
-  assert [sweep_lib.status(root, m) for m in sweep.members] == ['done', 'started', 'done']
+  assert [sweep_lib.status(root, m) for m in sweep.members] == ['done', 'started', 'new']
   capsys.readouterr()
 
-  assert sweep_lib.main([path, '--workdir_root', root]) == 0
+  assert sweep_lib.main([path, '--workdir_root', root, '--parallel', '2']) == 0  # the other two side by side
 
   out = capsys.readouterr().out
   assert f'[{finished.name}] done: skipped' in out and f'[{half.name}] started: resume + eval' in out
+  assert f'[{other.name}] new: train + eval' in out
   assert os.stat(result_file).st_mtime_ns == before  # the finished member was not touched
   with open(os.path.join(sweep_lib.workdir_of(root, half), 'train.log')) as f:
     assert 'at step 2.' in f.read()  # resumed from its checkpoint, not restarted
