@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Sequence
 
+from launch.cli import flag_value, split_at_double_dash
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREEMPTED_EXIT_CODE = 75  # gen_jax.preemption.PREEMPTED_EXIT_CODE (not imported: this file runs without jax)
 
@@ -53,11 +55,7 @@ def sbatch_command(script_path: str, after: str | None) -> list[str]:
 
 
 def parse(argv: Sequence[str]):
-  argv = list(argv)
-  rest = []
-  if '--' in argv:
-    cut = argv.index('--')
-    argv, rest = argv[:cut], argv[cut + 1:]
+  argv, rest = split_at_double_dash(argv)
   parser = argparse.ArgumentParser(prog='python -m launch.slurm', description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='action', required=True)
   p = sub.add_parser('submit')
@@ -78,7 +76,7 @@ def parse(argv: Sequence[str]):
   args.job_name = ''.join(c if c.isalnum() or c in '-_.=,' else '_' for c in args.job_name)
   args.log_dir = os.path.join(ROOT, args.log_dir)  # SLURM resolves --output against sbatch's cwd: be explicit
   args.script_dir = os.path.join(ROOT, args.script_dir)
-  if not rest or '--workdir' not in ' '.join(rest):
+  if flag_value(rest, '--workdir') is None:
     parser.error("pass main.py's flags after `--`: -- --config configs/X.py --workdir /shared/DIR")
   if args.nodes < 1 or args.gpus_per_node < 1:
     parser.error('--nodes and --gpus_per_node must be >= 1.')

@@ -24,7 +24,6 @@ import argparse
 import concurrent.futures
 import dataclasses
 import importlib.util
-import io
 import os
 import shlex
 import subprocess
@@ -38,7 +37,6 @@ if ROOT not in sys.path:  # config files import `configs.default`
 
 from etils import epath  # noqa: E402
 
-from gen_jax import results  # noqa: E402
 from gen_jax.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
 
 
@@ -65,14 +63,15 @@ class Sweep:
 def member_name(overrides: dict[str, Any]) -> str:
   """'diffusion.prediction'='eps', 'seed'=0 -> 'prediction=eps,seed=0' (the last key part: short, readable)."""
   names = short_names(overrides)
-  parts = [f'{names[key]}={_flag_value(value)}' for key, value in overrides.items()]
+  parts = [f'{names[key]}={flag_text(value)}' for key, value in overrides.items()]
   name = ','.join(parts) or 'base'
   if '/' in name or name.startswith('.'):
     raise SweepError(f'member name {name!r} (from its overrides) is not a valid directory name.')
   return name
 
 
-def _flag_value(value: Any) -> str:
+def flag_text(value: Any) -> str:
+  """A value as --config.k=VALUE spells it."""
   return value if isinstance(value, str) else repr(value)
 
 
@@ -131,6 +130,13 @@ def load_sweep(path: str) -> Sweep:
   return Sweep(path=path, config_file=config_file, metric=getattr(module, 'METRIC', 'classifier_fd'), members=members)
 
 
+def short_names(keys) -> dict[str, str]:
+  """'diffusion.prediction' -> 'prediction' unless another key ends the same way (then the full key)."""
+  keys = list(dict.fromkeys(keys))
+  last = [k.rsplit('.', 1)[-1] for k in keys]
+  return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
 # --- member state in its workdir ---------------------------------------------------------------------------------
 
 def workdir_of(root: str, member: Member) -> str:
@@ -153,7 +159,7 @@ def status(root: str, member: Member) -> str:
 def main_args(sweep: Sweep, member: Member, workdir: str, mode: str) -> list[str]:
   """The arguments after `main.py` for one member."""
   args = ['--config', sweep.config_file, '--workdir', workdir]
-  args += [f'--config.{key}={_flag_value(value)}' for key, value in member.overrides.items()]
+  args += [f'--config.{key}={flag_text(value)}' for key, value in member.overrides.items()]
   return args + (['--mode', mode] if mode != 'train' else [])
 
 
@@ -273,109 +279,6 @@ def run_all(sweep: Sweep, root: str, where: str = 'local', parallel: int = 1, dr
     return dict(pool.map(job, enumerate(sweep.members)))
 
 
-# --- table and plot --------------------------------------------------------------------------------------------------
-
-def short_names(keys) -> dict[str, str]:
-  """'diffusion.prediction' -> 'prediction' unless another key ends the same way (then the full key)."""
-  keys = list(dict.fromkeys(keys))
-  last = [k.rsplit('.', 1)[-1] for k in keys]
-  return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
-
-
-def setting_label(setting: dict[str, Any]) -> str:
-  names = short_names(setting)
-  return ','.join(f'{names[k]}={_flag_value(v)}' for k, v in setting.items()) or 'base'
-
-
-def summarise(sweep: Sweep, root: str) -> str:
-  """Writes results.{md,csv}, members.csv and sweep.png under root; returns the markdown table."""
-  groups: dict[str, list[dict]] = {}
-  settings: dict[str, dict] = {}
-  member_rows = []
-  for member in sweep.members:
-    workdir = workdir_of(root, member)
-    report = results.latest_report(workdir, member.total_steps)
-    if report is None:
-      continue
-    label = setting_label(member.setting)
-    groups.setdefault(label, []).append(report)
-    settings[label] = member.setting
-    member_rows.append(results.row_of(report, workdir))
-  names = short_names(k for m in sweep.members for k in m.setting)
-  setting_columns = list(dict.fromkeys(names.values()))
-  labelled = [({names[k]: _flag_value(v) for k, v in settings[label].items()}, reports)
-              for label, reports in groups.items()]
-  rows, columns = results.summary_rows(labelled, setting_columns)
-  out = epath.Path(root)
-  markdown = results.to_markdown(rows, columns)
-  (out / 'results.md').write_text(markdown)
-  (out / 'results.csv').write_text(results.to_csv(rows, columns))
-  (out / 'members.csv').write_text(results.to_csv(member_rows))
-  (out / 'sweep.png').write_bytes(plot(sweep, root, groups))
-  return markdown
-
-
-def training_curve(workdir: str, tag: str = 'loss') -> tuple[list[int], list[float]]:
-  """(steps, values) of a scalar the training loop wrote to TensorBoard in `workdir` (not eval/)."""
-  from tensorboard.backend.event_processing import event_accumulator
-  accumulator = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.TENSORS: 0})
-  accumulator.Reload()
-  if tag not in accumulator.Tags().get('tensors', []):
-    return [], []
-  import numpy as np
-  events = sorted({e.step: e for e in accumulator.Tensors(tag)}.values(), key=lambda e: e.step)  # resumes repeat
-  return [e.step for e in events], [float(np.asarray(_tensor_value(e.tensor_proto))) for e in events]
-
-
-def _tensor_value(proto):
-  from tensorboard.util import tensor_util
-  return tensor_util.make_ndarray(proto)
-
-
-def plot(sweep: Sweep, root: str, groups: dict[str, list[dict]]) -> bytes:
-  """PNG: METRIC per setting (mean, sample sd, every seed as a dot) beside every member's training loss."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  import numpy as np
-  figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-  labels = list(groups)
-  for i, label in enumerate(labels):
-    values = [r['metrics'][sweep.metric] for r in groups[label] if sweep.metric in r['metrics']]
-    if not values:
-      continue
-    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    left.bar(i, np.mean(values), yerr=spread, color=f'C{i}', alpha=0.6, capsize=4)
-    left.plot([i] * len(values), values, 'k.', markersize=8)
-  keys = short_names(k for m in sweep.members for k in m.setting)
-  ticks = ['\n'.join(part.split('=', 1)[-1] for part in label.split(',')) for label in labels]
-  left.set_xticks(range(len(labels)), ticks, fontsize=8)
-  left.set_xlabel(' / '.join(dict.fromkeys(keys.values())), fontsize=8)
-  left.set_ylabel(sweep.metric)
-  left.set_title(f'{sweep.metric} per setting (bar: mean, line: sd, dots: seeds)', fontsize=9)
-  colours = {label: f'C{i}' for i, label in enumerate(labels)}
-  positive, labelled = True, set()
-  for member in sweep.members:
-    steps, values = training_curve(workdir_of(root, member))
-    label = setting_label(member.setting)
-    if steps:
-      right.plot(steps, values, color=colours.get(label, 'grey'), alpha=0.8,
-                 label=None if label in labelled else label)
-      labelled.add(label)
-      positive = positive and min(values) > 0
-  if positive:  # GAN losses can be negative: linear axis then
-    right.set_yscale('log')
-  right.set_xlabel('step')
-  right.set_ylabel('training loss' + (' (log)' if positive else ''))
-  right.set_title('training loss, every member (objectives can differ between settings)', fontsize=9)
-  right.legend(fontsize=7)
-  figure.tight_layout()
-  buffer = io.BytesIO()
-  figure.savefig(buffer, format='png', dpi=110)
-  plt.close(figure)
-  return buffer.getvalue()
-
-
 def main(argv: Sequence[str] | None = None, print_fn: Callable[[str], None] = print) -> int:
   parser = argparse.ArgumentParser(prog='python -m launch.sweep', description=__doc__.split('\n\n')[0])
   parser.add_argument('sweep_file')
@@ -400,7 +303,8 @@ def main(argv: Sequence[str] | None = None, print_fn: Callable[[str], None] = pr
     print_fn(f'{len(pending)} of {len(states)} members not finished ({", ".join(sorted(set(states.values())))}): '
              f'{", ".join(pending)}. Rerun the same command to resume them; the table comes when all are done.')
     return 1 if any(states[n] == 'failed' for n in pending) else 0
-  print_fn(summarise(sweep, args.workdir_root))
+  from launch import sweep_report
+  print_fn(sweep_report.summarise(sweep, args.workdir_root))
   print_fn(f'Wrote {args.workdir_root}/results.md, results.csv, members.csv and sweep.png.')
   return 0
 

@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Sequence
 
+from launch.cli import flag_value, split_at_double_dash
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REMOTE_DIR = '~/gen_jax'
 LOG, RC, PID = '~/gen_jax_run.log', '~/gen_jax_run.rc', '~/gen_jax_run.pid'
@@ -246,29 +248,16 @@ def _slice_state(slice_: Slice, shell: Shell, wait_s: float, tries: int = 5) -> 
 def _check_workdir(slice_: Slice, main_args: Sequence[str]) -> None:
   if not slice_.accelerator:
     raise LaunchError('--accelerator is required by run (worker count, and to recreate a preempted slice).')
-  workdir = _flag_value(main_args, '--workdir')
-  if workdir is None or _flag_value(main_args, '--config') is None:
+  workdir = flag_value(main_args, '--workdir')
+  if workdir is None or flag_value(main_args, '--config') is None:
     raise LaunchError("pass main.py's flags after `--`: -- --config configs/X.py --workdir gs://BUCKET/DIR")
   if not workdir.startswith('gs://'):
     raise LaunchError(f'--workdir {workdir} is not a gs:// path: a slice\'s workers share no disk, and a preempted '
                       'slice loses its own. Use gs://BUCKET/DIR.')
 
 
-def _flag_value(args: Sequence[str], name: str) -> str | None:
-  for i, arg in enumerate(args):
-    if arg == name and i + 1 < len(args):
-      return args[i + 1]
-    if arg.startswith(name + '='):
-      return arg.split('=', 1)[1]
-  return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  rest = []
-  if '--' in argv:
-    cut = argv.index('--')
-    argv, rest = argv[:cut], argv[cut + 1:]
+  argv, rest = split_at_double_dash(sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(prog='python -m launch.tpu_vm', description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='action', required=True)
   for action in ('create', 'setup', 'run', 'tail', 'ssh', 'delete'):

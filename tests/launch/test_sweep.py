@@ -11,6 +11,7 @@ import pytest
 from gen_jax.evaluate import evaluate
 from gen_jax.train import train
 from launch import sweep as sweep_lib
+from launch import sweep_report
 from tests.gcs_emulator import emulated_gcs
 
 TINY = {'data.image_size': 8, 'data.num_threads': 1, 'model.channels': (8, 16), 'model.latent_dim': 4,
@@ -82,7 +83,7 @@ def test_sweep_skips_finished_resumes_unfinished_and_tabulates(tmp_path, classif
   assert len(open(os.path.join(root, 'members.csv')).read().splitlines()) == 4
   with open(os.path.join(root, 'sweep.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-  assert sweep_lib.training_curve(sweep_lib.workdir_of(root, half))[0] == [2, 4]  # both invocations' logs
+  assert sweep_report.training_curve(sweep_lib.workdir_of(root, half))[0] == [2, 4]  # both invocations' logs
 
   def no_runs(*args, **kwargs):
     raise AssertionError('a finished member was run again')
