@@ -27,11 +27,6 @@ def path(workdir, *parts: str) -> epath.Path:
   return root.joinpath(*parts)
 
 
-def display(p) -> str:
-  """The path as a user would type it (gs://... stays gs://...)."""
-  return os.fspath(p)
-
-
 def write_bytes(p, data: bytes) -> None:
   """Atomic for readers: a local file is written beside and renamed over; a Cloud Storage object only appears
   when its upload completes."""

@@ -37,6 +37,7 @@ if ROOT not in sys.path:  # config files import `configs.default`
 
 from etils import epath  # noqa: E402
 
+from gen_jax import workdir as workdir_lib  # noqa: E402
 from gen_jax.preemption import PREEMPTED_EXIT_CODE  # noqa: E402
 
 
@@ -202,7 +203,7 @@ def run_member(sweep: Sweep, root: str, member: Member, where: str, dry_run: boo
   _say(f'[{member.name}] {state}: ' + ' + '.join('resume' if m == 'train' and state == 'started' else m
                                                    for m in modes))
   if where == 'local':
-    local = not str(workdir).startswith(('gs://', 's3://'))
+    local = not workdir_lib.is_remote(workdir)
     if not dry_run and local:
       os.makedirs(workdir, exist_ok=True)
     for mode in modes:
