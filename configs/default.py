@@ -142,7 +142,7 @@ def gan_model_config(generator: str = 'dcgan', discriminator: str = 'dcgan') -> 
 
 def gan_config(loss: str = 'nonsaturating', n_critic: int = 1, gp_weight: float = 0.0) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
-      'loss': loss,  # 'nonsaturating' (DCGAN, MLP GAN) | 'wasserstein' (WGAN-GP)
+      'loss': loss,  # 'nonsaturating' (DCGAN, MLP GAN) | 'wasserstein' (WGAN-GP) | 'least_squares' (LSGAN)
       'n_critic': n_critic,  # critic updates per generator update (each on a fresh real batch)
       'gp_weight': gp_weight,  # lambda of the gradient penalty (0 = none)
       'unroll_critic': 'auto',  # 'auto' (unroll on CPU, lax.scan elsewhere) | True | False

@@ -30,6 +30,28 @@ def wasserstein_g_loss(fake_scores: jax.Array) -> jax.Array:
   return -jnp.mean(fake_scores)
 
 
+def least_squares_d_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+  """LSGAN (Mao et al. 2017, the 0-1 coding a=0, b=1): 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2] on raw scores.
+
+  Penalising distance to the decision boundary keeps giving gradient to fakes that are already classified
+  correctly (where the sigmoid cross-entropy saturates); minimising it minimises a Pearson chi^2 divergence.
+  """
+  return 0.5 * jnp.mean(jnp.square(real_scores - 1.0)) + 0.5 * jnp.mean(jnp.square(fake_scores))
+
+
+def least_squares_g_loss(fake_scores: jax.Array) -> jax.Array:
+  """LSGAN generator: 1/2 E[(D(G(z)) - 1)^2] (c = 1: fakes pushed to where D scores reals)."""
+  return 0.5 * jnp.mean(jnp.square(fake_scores - 1.0))
+
+
+# gan.loss -> (discriminator loss, generator loss)
+LOSSES = {
+    'nonsaturating': (nonsaturating_d_loss, nonsaturating_g_loss),
+    'wasserstein': (wasserstein_d_loss, wasserstein_g_loss),
+    'least_squares': (least_squares_d_loss, least_squares_g_loss),
+}
+
+
 def interpolate(real: jax.Array, fake: jax.Array, eps: jax.Array) -> jax.Array:
   """x_hat = eps x + (1 - eps) x_fake with one eps ~ U[0, 1] per example (eps [b])."""
   eps = eps.reshape((-1,) + (1,) * (real.ndim - 1))

@@ -59,3 +59,16 @@ def test_interpolate_endpoints():
   out = gan_losses.interpolate(real, fake, jnp.array([1.0, 0.25]))
   np.testing.assert_allclose(out[0], 1.0)
   np.testing.assert_allclose(out[1], 0.25)
+
+
+def test_least_squares_losses_match_hand_computation():
+  """Mao et al. 2017 with a=0, b=1, c=1: real scores (2, 0), fake scores (1, -1)."""
+  r, f = jnp.array([2.0, 0.0]), jnp.array([1.0, -1.0])
+  # D: 1/2 mean((r-1)^2) + 1/2 mean(f^2) = 1/2 (1 + 1)/2 + 1/2 (1 + 1)/2 = 1.0
+  np.testing.assert_allclose(gan_losses.least_squares_d_loss(r, f), 1.0)
+  # G: 1/2 mean((f-1)^2) = 1/2 (0 + 4)/2 = 1.0
+  np.testing.assert_allclose(gan_losses.least_squares_g_loss(f), 1.0)
+  # The optimum: D scores reals 1 and fakes 0; G wins when fakes score 1 (no saturation at wrong confident D).
+  assert float(gan_losses.least_squares_d_loss(jnp.ones(3), jnp.zeros(3))) == 0.0
+  assert float(gan_losses.least_squares_g_loss(jnp.ones(3))) == 0.0
+  np.testing.assert_allclose(jax.grad(gan_losses.least_squares_g_loss)(jnp.array([-10.0])), [-11.0])

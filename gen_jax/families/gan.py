@@ -20,7 +20,6 @@ from gen_jax.models import dcgan, mlp_gan, resnet_gan
 from gen_jax.optim import make_optimizer
 
 G, D = 'generator', 'discriminator'
-LOSSES = ('nonsaturating', 'wasserstein')
 
 
 def build_networks(model_config, image_shape, axis_name, double_backward: bool = False):
@@ -57,8 +56,8 @@ class GANFamily(Family):
   def __init__(self, config):
     super().__init__(config)
     g = config.gan
-    if g.loss not in LOSSES:
-      raise UserError(f'Unknown gan.loss {g.loss!r}; use one of {LOSSES}.')
+    if g.loss not in gan_losses.LOSSES:
+      raise UserError(f'Unknown gan.loss {g.loss!r}; use one of {tuple(gan_losses.LOSSES)}.')
     if g.n_critic < 1:
       raise UserError(f'gan.n_critic={g.n_critic} must be >= 1.')
     if g.gp_weight > 0 and config.model.discriminator == 'dcgan' and config.model.d_norm == 'batch':
@@ -100,7 +99,7 @@ class GANFamily(Family):
     b = reals.shape[1]
     step_key = jax.random.fold_in(state.rng, state.step)
     device = jax.lax.axis_index(parallel.DATA)
-    wasserstein = cfg.gan.loss == 'wasserstein'
+    d_loss_of, g_loss_of = gan_losses.LOSSES[cfg.gan.loss]
 
     def z_for(key):  # per-example latents: the same whatever the device count
       return jax.vmap(lambda k: jax.random.normal(k, (cfg.model.latent_dim,)))(parallel.example_keys(key, b))
@@ -120,10 +119,7 @@ class GANFamily(Family):
       def d_loss_fn(d_params):
         real_out, d_stats = self._apply(discriminator, d_params, stats[D], real, True, dropout)
         fake_out, d_stats = self._apply(discriminator, d_params, d_stats, fake, True, dropout)
-        if wasserstein:
-          loss = gan_losses.wasserstein_d_loss(real_out, fake_out)
-        else:
-          loss = gan_losses.nonsaturating_d_loss(real_out, fake_out)
+        loss = d_loss_of(real_out, fake_out)
         gp = jnp.zeros(())
         if cfg.gan.gp_weight > 0:
           x_hat = gan_losses.interpolate(real, fake, eps)
@@ -157,7 +153,7 @@ class GANFamily(Family):
     def g_loss_fn(g_params):
       fake, g_stats = self._apply(generator, g_params, stats[G], z_for(g_key), train=True)
       fake_out, d_stats = self._apply(discriminator, params[D], stats[D], fake, True, dropout)
-      loss = gan_losses.wasserstein_g_loss(fake_out) if wasserstein else gan_losses.nonsaturating_g_loss(fake_out)
+      loss = g_loss_of(fake_out)
       return loss, (g_stats, d_stats)
 
     (g_loss, (g_stats, _)), grads = parallel.value_and_global_mean_grad(g_loss_fn, has_aux=True)(params[G])
@@ -166,7 +162,7 @@ class GANFamily(Family):
     last = jax.tree.map(lambda x: x[-1], d_aux)  # the critic's state after its last update
     metrics = {'loss': g_loss, 'g_loss': g_loss, 'd_loss': last['d_loss'], 'd_real': last['d_real'],
                'd_fake': last['d_fake'], 'g_grad_norm': optax.tree.norm(grads)}
-    if wasserstein:
+    if cfg.gan.loss == 'wasserstein':
       metrics['wasserstein'] = last['d_real'] - last['d_fake']
     if cfg.gan.gp_weight > 0:
       metrics['gp'] = last['gp']

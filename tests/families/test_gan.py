@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import dcgan_digits, gan_mlp_digits, wgan_gp_digits
+from configs import dcgan_digits, gan_mlp_digits, lsgan_digits, wgan_gp_digits
 from gen_jax.errors import UserError
 from gen_jax.families import get_family
 from gen_jax.train import train
@@ -39,6 +39,14 @@ def test_eight_devices_equal_one_device(tmp_path, module, overrides):
       np.testing.assert_allclose(one.history[step][name], eight.history[step][name], rtol=1e-4, atol=1e-6)
   if module is wgan_gp_digits:
     assert {'wasserstein', 'gp'} <= set(one.history[2])
+
+
+def test_lsgan_trains_on_the_least_squares_objective(tmp_path):
+  """At initialisation D's raw scores are ~0, so LSGAN's losses start at 1/2 (D: 1/2 (0-1)^2 + 1/2 0^2, G: 1/2
+  (0-1)^2) where the non-saturating ones would start at 2 log 2 and log 2."""
+  first = train(tiny(lsgan_digits), str(tmp_path)).history[1]
+  assert abs(first['d_loss'] - 0.5) < 0.15 and abs(first['g_loss'] - 0.5) < 0.15
+  assert 'wasserstein' not in first
 
 
 def test_mlp_gan_learns_varied_digit_like_samples(tmp_path):
