@@ -87,8 +87,7 @@ class Checkpointer:
     """
     failures: list[tuple[int, str]] = []
     for step in reversed(parallel.from_process_0(self.all_steps())):  # one list: every process tries the same steps
-      error = ''
-      for attempt in range(2):  # once more before calling it damaged: a read can fail transiently on GCS
+      for _ in range(2):  # once more before calling it damaged: a read can fail transiently on GCS
         try:
           state, data_state = self.restore(abstract_state, step, meta)
           error = ''

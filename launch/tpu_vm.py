@@ -71,10 +71,9 @@ class Shell:
     print(text, file=self.out, flush=True)
 
   def run(self, command: Sequence[str], check: bool = True) -> int:
-    if self.dry_run:
-      self.show(command)
-      return 0
     self.show(command)
+    if self.dry_run:
+      return 0
     rc = subprocess.call(list(command))
     if check and rc:
       raise LaunchError(f'command failed (exit {rc}): {" ".join(command)}')
