@@ -158,7 +158,7 @@ def test_guided_sampling_matches_its_definition(monkeypatch):
 
   @jax.jit  # one compile instead of eager UNet op dispatch
   def by_hand(params, frozen, x, t):
-    emb = family._embed(params, frozen, cond['prompt'])
+    emb = family.embed_text(params, frozen, cond['prompt'])
     eps_c = family._conditioned(params, emb, jnp.zeros(2, bool))(x, t)
     eps_u = family._conditioned(params, emb, jnp.ones(2, bool))(x, t)
     return captured[0](x, t), eps_c, eps_u
