@@ -72,13 +72,20 @@ class Evaluator:
     devices = self.mesh.devices.size
     if ev.batch_size % devices:
       raise UserError(f'eval.batch_size={ev.batch_size} must be a multiple of the {devices} devices.')
-    if not (ev.classifier or ev.inception):
-      raise UserError('Nothing to evaluate: set --config.eval.classifier=True and/or --config.eval.inception=True.')
     self.family = get_family(config)
     self.source = make_source(config.data)
     self.family.bind_data(self.source)
     self.image_shape = tuple(self.source.image_shape)
     self.prompts, self.labels, self.cond = [], None, None
+    self.extractors: list[FeatureExtractor] = []
+    self._bpd = None
+    if not self.family.generative:  # a representation (CLIP): its own metrics on the held-out split
+      self.held_out = load_split(config.data, config.data.eval_split)
+      self.num_samples = len(self.held_out[1])
+      self.floor = {'split': config.data.eval_split, 'n': self.num_samples}
+      return
+    if not (ev.classifier or ev.inception):
+      raise UserError('Nothing to evaluate: set --config.eval.classifier=True and/or --config.eval.inception=True.')
     n = ev.num_samples
     if self.family.conditional:
       self.prompts = self.family.fixed_prompts()
@@ -91,7 +98,6 @@ class Evaluator:
     if n < max(ev.is_splits, ev.pr_k + 1, 2):
       raise UserError(f'eval.num_samples={n} is too few for IS ({ev.is_splits} splits) and precision/recall.')
     self.num_samples = n
-    self.extractors: list[FeatureExtractor] = []
     self.classifier = None
     eval_cache = cache_dir(ev.cache_dir, 'eval')
     if ev.inception:  # first: a missing weight file fails before anything is computed
@@ -136,6 +142,11 @@ class Evaluator:
       if step not in _checkpoint_steps(config, self.workdir):
         raise CheckpointGone(step) from None
       raise CheckpointDamaged(error_summary(e)) from e
+    if not self.family.generative:
+      if jax.process_index() == 0:
+        print(f'Evaluating step {step} on {self.num_samples} {config.data.eval_split} images', flush=True)
+      results = self.family.representation_metrics(state, *self.held_out, self.mesh)
+      return self._report(step, start, start, results)
     if jax.process_index() == 0:
       print(f'Evaluating step {step}: {self.num_samples} samples'
             + (f' ({len(self.prompts)} class prompts, guidance {config.sample.guidance})' if self.prompts else ''),
@@ -163,6 +174,10 @@ class Evaluator:
                               ev.batch_size, state, progress=Progress(f'bits/dim ({config.data.eval_split})'))
       results['bits_per_dim'] = float(np.mean(bpd, dtype=np.float64))
       results['bits_per_dim_n'] = len(test)
+    return self._report(step, start, start + sample_s, results)
+
+  def _report(self, step: int, start: float, sampled: float, results: dict) -> dict:
+    config, ev = self.config, self.config.eval
     report = {
         'step': step, 'workdir': os.fspath(workdir_lib.path(self.workdir)), 'config_file': self.config_file,
         'family': config.model.family, 'dataset': dataset_name(config.data), 'image_shape': list(self.image_shape),
@@ -171,7 +186,7 @@ class Evaluator:
         'hardware': provenance.hardware_description(), 'devices': int(self.mesh.devices.size),
         'train_hardware': provenance.read_train_time(self.workdir)['hardware'],
         'train_wall_s': provenance.train_seconds_at(self.workdir, step),
-        'sample_wall_s': round(sample_s, 1), 'eval_wall_s': round(time.time() - start, 1),
+        'sample_wall_s': round(sampled - start, 1), 'eval_wall_s': round(time.time() - start, 1),
         'metrics': results, 'floor': self.floor, 'config': json.loads(config.to_json_best_effort()),
     }
     self._write(step, report)
@@ -190,11 +205,13 @@ class Evaluator:
     print(f'step {step} ({report["num_samples"]} samples, {report["eval_wall_s"]:.0f} s):', flush=True)
     for k, v in scalars.items():
       real = floor.get(k.replace('_at_floor_n', ''))
-      print(f'  {k:<22} {v:10.4g}' + (f'   real {floor["split"]} images (n={floor["n"]}): {real:.4g}'
+      print(f'  {k:<28} {v:10.4g}' + (f'   real {floor["split"]} images (n={floor["n"]}): {real:.4g}'
                                         if isinstance(real, float) else ''), flush=True)
-    if 'alignment_per_prompt' in report['metrics']:
-      for prompt, value in report['metrics']['alignment_per_prompt'].items():
-        print(f'    {value:6.1%}  {prompt}', flush=True)
+    for name, rows in report['metrics'].items():
+      if name.endswith('_per_prompt'):
+        print(f'  {name}:', flush=True)
+        for prompt, value in rows.items():  # fractions (alignment, accuracy) as percentages; scores as they are
+          print(f'    {value:7.2f}  {prompt}' if 'score' in name else f'    {value:7.1%}  {prompt}', flush=True)
     print(f'Wrote {path}', flush=True)
 
 

@@ -91,6 +91,9 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
   if num < 1:
     raise UserError(f'sample.num_samples={num} must be >= 1.')
   family = get_family(config)
+  if not family.generative:
+    raise UserError(f'model.family={config.model.family!r} does not generate images: use --mode eval for its '
+                    f'metrics.')
   source = make_source(config.data)
   family.bind_data(source)
   prompts = list(prompts) or family.fixed_prompts()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
 from typing import Callable, Sequence
@@ -26,6 +27,8 @@ from gen_jax.errors import UserError
 from gen_jax.families import TrainState, get_family
 from gen_jax.preemption import PreemptionGuard
 from gen_jax.reporting import MetricsLog, ProgressLine, host_value
+
+CONFIG_FILE = 'config.json'  # the run's whole config, written at every (re)start
 
 
 @dataclasses.dataclass
@@ -125,6 +128,8 @@ class Trainer:
   def run(self, hooks: Sequence[Callable[[int], None]] = ()) -> TrainResult:
     config, workdir = self.config, self.workdir
     setup_compilation_cache(config, workdir)
+    if jax.process_index() == 0:  # what other runs read to rebuild this model (e.g. eval.clip_workdir)
+      workdir_lib.write_json(workdir_lib.path(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
     checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep)
     writer = workdir_lib.create_writer(workdir_lib.path(workdir), just_logging=jax.process_index() > 0)
     try:
@@ -172,7 +177,7 @@ class Trainer:
           writer.write_scalars(step, averages)
           if jax.process_index() == 0:
             print(progress.format(step, averages), flush=True)
-        if step % config.sample_every == 0 or step == config.total_steps:
+        if self.family.generative and (step % config.sample_every == 0 or step == config.total_steps):
           self.write_samples(writer, state, step)
         if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):
           eval_history[step] = self.evaluate(writer, state, step)

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from configs import ddpm_digits, ddpm_text_digits, vae_digits
+from configs import clip_digits, ddpm_digits, ddpm_text_digits, vae_digits
 
 
 def tiny_vae_config(**overrides):
@@ -37,6 +37,21 @@ def tiny_text_config(encoder='class', **overrides):
   config.text.max_length = 12
   config.sample.num_samples = 2
   config.sample.batch_size = 8
+  return _tiny(config, overrides)
+
+
+def tiny_clip_config(encoder='transformer', **overrides):
+  """CLIP with 8/16/32-channel image stages (one conv each), an 8-d shared space and a 1-layer text transformer."""
+  config = clip_digits.get_config()
+  config.model.embed_dim = 8
+  config.model.image_width = 8
+  config.model.blocks_per_stage = 1
+  config.model.text_hidden = 16
+  config.text.encoder = encoder
+  config.text.width = 16
+  config.text.layers = 1
+  config.text.heads = 2
+  config.eval_every = 0
   return _tiny(config, overrides)
 
 

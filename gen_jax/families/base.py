@@ -77,6 +77,13 @@ class Family(abc.ABC):
 
   # --- optional hooks (defaults: an unconditional family) ------------------------------------------------------
   conditional: bool = False
+  # False for a representation learner (CLIP): no sample grids while training, no --mode sample; --mode eval
+  # reports `representation_metrics` instead of sample quality.
+  generative: bool = True
+
+  def representation_metrics(self, state: TrainState, images, labels, mesh) -> dict[str, Any]:
+    """Non-generative families: their own quality on a labelled split (uint8 images [n h w c], labels [n])."""
+    raise NotImplementedError(f'{type(self).__name__} has no representation metrics.')
 
   def bind_data(self, source) -> dict[str, Any]:
     """Called once with the training source before `init`; returns extra options for the input pipeline
