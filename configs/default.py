@@ -74,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.pr_k = 3  # precision / recall: k of the k-NN balls (Kynkaanniemi et al. 2019)
   config.eval.max_reference_features = 10000  # real features kept for KID / precision-recall (stats use all)
   config.eval.bits_per_dim = True  # VAE / DDPM: the likelihood bound over every example of data.eval_split
+  config.eval.clip_workdir = ''  # text families: a trained CLIP run (configs/clip_digits.py) -> CLIP score
   config.eval.cache_dir = ''  # reference statistics + Inception weights; '' = $XDG_CACHE_HOME/gen_jax/eval
   config.eval.follow = False  # wait for new checkpoints of a running training job; evaluate each once
   config.eval.follow_poll_s = 30

@@ -8,7 +8,10 @@ reference statistics of every example of `eval.reference_split`:
   FD, IS (10 splits), KID (unbiased, subsets), precision/recall (k-NN, k=3),
 with the floor beside them: the same metrics for N real images of `data.eval_split` (FD(train, test) at the same
 N, or all of the split when it is smaller). Text families add classifier alignment per class prompt; VAE and
-DDPM add the likelihood bound in bits/dim over every example of `data.eval_split` (none dropped).
+DDPM add the likelihood bound in bits/dim over every example of `data.eval_split` (none dropped). With
+`eval.clip_workdir` (a trained CLIP run), text families add CLIP score per prompt, beside real held-out images'
+with their class prompts. Non-generative families (CLIP) report `Family.representation_metrics` on the
+held-out split instead (zero-shot accuracy, retrieval).
 
 `eval.follow=True` evaluates every checkpoint a running training job writes, once each (a rerun skips steps
 whose JSON exists), and stops after evaluating `total_steps` or after `eval.follow_timeout_s` without news.
@@ -78,7 +81,7 @@ class Evaluator:
     self.image_shape = tuple(self.source.image_shape)
     self.prompts, self.labels, self.cond = [], None, None
     self.extractors: list[FeatureExtractor] = []
-    self._bpd = None
+    self._bpd = self.clip = None
     if not self.family.generative:  # a representation (CLIP): its own metrics on the held-out split
       self.held_out = load_split(config.data, config.data.eval_split)
       self.num_samples = len(self.held_out[1])
@@ -109,9 +112,20 @@ class Evaluator:
     self.references = {e.name: reference_statistics(config.data, ev.reference_split, e, self.mesh, eval_cache,
                                                     ev.max_reference_features, Progress(f'{e.name} reference'))
                        for e in self.extractors}
+    self.clip = self._clip()
     self.floor = self._floor(eval_cache)
     self._bpd = make_bits_per_dim(self.family, self.mesh) if self._wants_bpd() else None
     self._held_out = load_split(config.data, config.data.eval_split)[0] if self._bpd else None  # read once
+
+  def _clip(self):
+    workdir = self.config.eval.clip_workdir
+    if not workdir:
+      return None
+    if not self.prompts:
+      raise UserError(f'eval.clip_workdir scores samples against their prompts; model.family='
+                      f'{self.config.model.family!r} has none (use a text family, e.g. configs/ddpm_text_digits.py).')
+    from gen_jax.evaluation.clip_score import load_clip
+    return load_clip(workdir, self.mesh)
 
   def _wants_bpd(self) -> bool:
     return bool(self.config.eval.bits_per_dim and self.family.reports_bits_per_dim)
@@ -127,6 +141,11 @@ class Evaluator:
       floor.update(feature_metrics(ev, e.name, self.references[e.name], held_out.features, held_out.logits))
       floor['n'] = len(held_out.features)
     floor['split'] = split
+    if self.clip is not None:  # real held-out images with their class prompts: the reference CLIP score
+      from gen_jax.evaluation.clip_score import per_prompt_scores
+      images, labels = load_split(self.config.data, split)
+      floor['clip_score'], floor['clip_score_per_prompt'] = per_prompt_scores(
+          self.clip, images, [self.prompts[k] for k in labels])
     if self.classifier is not None:
       floor['classifier_test_accuracy'] = self.classifier.test_accuracy
     return floor
@@ -166,6 +185,10 @@ class Evaluator:
         per_class = {p: float(np.mean(predicted[self.labels == k] == k)) for k, p in enumerate(self.prompts)}
         results['alignment'] = float(np.mean(list(per_class.values())))
         results['alignment_per_prompt'] = per_class
+    if self.clip is not None:
+      from gen_jax.evaluation.clip_score import per_prompt_scores
+      results['clip_score'], results['clip_score_per_prompt'] = per_prompt_scores(self.clip, samples,
+                                                                                  self.cond.prompts)
     if self._bpd is not None:
       test = self._held_out
       if jax.process_index() == 0:
@@ -187,7 +210,10 @@ class Evaluator:
         'train_hardware': provenance.read_train_time(self.workdir)['hardware'],
         'train_wall_s': provenance.train_seconds_at(self.workdir, step),
         'sample_wall_s': round(sampled - start, 1), 'eval_wall_s': round(time.time() - start, 1),
-        'metrics': results, 'floor': self.floor, 'config': json.loads(config.to_json_best_effort()),
+        'metrics': results, 'floor': self.floor,
+        'clip': None if self.clip is None else {
+            'workdir': os.fspath(workdir_lib.path(self.clip.workdir)), 'step': self.clip.step},
+        'config': json.loads(config.to_json_best_effort()),
     }
     self._write(step, report)
     return report

@@ -121,16 +121,29 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
       images.save_png(f'{stem}_{i:02d}_{_slug(prompt)}.png', images.captioned(grid, prompt))
     print(f'Wrote {num} samples for each of {len(prompts)} prompt(s) from step {step} (guidance '
           f'{config.sample.guidance}) to {stem}.npz and {stem}_*.png', flush=True)
-    report_alignment(config, workdir, source, prompts, samples, num, stem)
+    report_alignment(config, workdir, source, prompts, samples, num, stem, mesh)
   return stem + '.npz'
 
 
-def report_alignment(config, workdir, source, prompts, samples, num, stem) -> dict | None:
-  """Prints and saves (<stem>_alignment.json) the classifier alignment of every prompt that names a class."""
+def report_alignment(config, workdir, source, prompts, samples, num, stem, mesh=None) -> dict | None:
+  """Prints and saves (<stem>_alignment.json) the classifier alignment of every prompt that names a class and,
+  with `eval.clip_workdir`, the CLIP score of every prompt (free text too)."""
   table = caption_table(config.data.name, source.class_names)
   labels = [table.label_of(p) for p in prompts]
   known = [i for i, label in enumerate(labels) if label is not None]
+  report = {'num_per_prompt': num, 'guidance': config.sample.guidance}
+  if config.eval.clip_workdir:
+    from gen_jax.evaluation.clip_score import load_clip, per_prompt_scores
+    _, scores = per_prompt_scores(load_clip(config.eval.clip_workdir, mesh or parallel.make_mesh()), samples,
+                                  [p for p in prompts for _ in range(num)])
+    print(f'CLIP score (100 x cosine; {num} samples each):')
+    for prompt, value in scores.items():
+      print(f'  {value:6.2f}  {prompt}')
+    report['clip_workdir'], report['clip_score'] = config.eval.clip_workdir, scores
   if not known or len(source.class_names) < 2:
+    if 'clip_score' in report:
+      workdir_lib.write_json(stem + '_alignment.json', report)
+      return report
     return None
   from gen_jax.evaluation import cache_dir
   from gen_jax.evaluation.classifier import alignment, get_classifier
@@ -142,8 +155,7 @@ def report_alignment(config, workdir, source, prompts, samples, num, stem) -> di
   print(f'alignment (dataset classifier, test accuracy {classifier.test_accuracy:.3f}; {num} samples each):')
   for prompt, value in rows.items():
     print(f'  {value:6.1%}  {prompt}')
-  report = {'classifier_test_accuracy': classifier.test_accuracy, 'num_per_prompt': num,
-            'guidance': config.sample.guidance, 'alignment': rows}
+  report.update(classifier_test_accuracy=classifier.test_accuracy, alignment=rows)
   workdir_lib.write_json(stem + '_alignment.json', report)
   return report
 

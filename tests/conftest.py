@@ -32,3 +32,16 @@ import pytest  # noqa: E402
 def classifier_cache(tmp_path_factory):
   """One dataset-classifier cache for the session: the classifier is trained once, then loaded."""
   return str(tmp_path_factory.mktemp('classifier_cache'))
+
+
+@pytest.fixture(scope='session')
+def trained_clip(tmp_path_factory):
+  """(config, workdir) of a tiny CLIP (8x8 digits, frozen MiniLM) trained to ~88% zero-shot, once per session:
+  the CLIP behind the CLIP-score and unCLIP tests."""
+  from gen_jax.train import train
+  from tests.helpers import tiny_clip_config
+  workdir = str(tmp_path_factory.mktemp('clip'))
+  config = tiny_clip_config('minilm', total_steps=600, checkpoint_every=600, log_every=100, global_batch_size=64,
+                            **{'optim.warmup_steps': 20})
+  train(config, workdir)
+  return config, workdir

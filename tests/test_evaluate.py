@@ -100,10 +100,15 @@ def test_eval_without_checkpoint_is_a_user_error(tmp_path, eval_overrides):
     evaluate(tiny_vae_config(**eval_overrides), str(tmp_path))
 
 
-def test_text_family_evaluates_class_prompts_with_alignment(tmp_path, eval_overrides):
-  config = tiny_text_config('class', total_steps=4, **eval_overrides)
+def test_text_family_evaluates_class_prompts_with_alignment_and_clip_score(tmp_path, eval_overrides, trained_clip):
+  config = tiny_text_config('class', total_steps=4, **eval_overrides, **{'eval.clip_workdir': trained_clip[1]})
   train(config, str(tmp_path))
   [report] = evaluate(config, str(tmp_path))
+  clip_scores, floor = report['metrics']['clip_score_per_prompt'], report['floor']
+  assert len(clip_scores) == 10
+  assert report['metrics']['clip_score'] == pytest.approx(np.mean(list(clip_scores.values())))
+  assert report['clip']['step'] == 600 and len(floor['clip_score_per_prompt']) == 10
+  assert floor['clip_score'] > report['metrics']['clip_score'] + 10  # real digits vs a 4-step model's noise
   per_prompt = report['metrics']['alignment_per_prompt']
   assert len(per_prompt) == 10 and report['num_samples'] == 40 and report['guidance'] == config.sample.guidance
   assert report['metrics']['alignment'] == pytest.approx(np.mean(list(per_prompt.values())))
@@ -135,3 +140,10 @@ def test_inception_score_of_class_ordered_samples_is_not_split_by_class():
   logits = np.repeat(np.eye(10), 100, axis=0) * 50.0  # 100 confident samples of class 0, then of class 1, ...
   out = evaluate_module.feature_metrics(config.eval, 'c', reference, rng.standard_normal((1000, 4)), logits)
   assert out['c_is'] == pytest.approx(10.0, rel=0.05)
+
+
+def test_clip_score_needs_a_text_family(tmp_path, eval_overrides, trained_clip):
+  config = tiny_ddpm_config(total_steps=4, **eval_overrides, **{'eval.clip_workdir': trained_clip[1]})
+  train(config, str(tmp_path))
+  with pytest.raises(UserError, match='scores samples against their prompts'):
+    evaluate(config, str(tmp_path))
