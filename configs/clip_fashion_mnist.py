@@ -1,5 +1,5 @@
 """CLIP on Fashion-MNIST (28x28x1, local IDX files) with its templated captions: clip_digits' towers, a 128-d
-shared space, one more conv per stage.
+shared space.
 
 Command:  python main.py --config configs/clip_fashion_mnist.py --workdir runs/clip_fashion_mnist
           python main.py --config configs/clip_fashion_mnist.py --workdir runs/clip_fashion_mnist --mode eval
@@ -18,11 +18,9 @@ def get_config():
   config.data.name = 'fashion_mnist'
   config.data.idx_dir = '/usr/share/datasets/fashion-mnist'
   config.model.embed_dim = 128
-  config.model.blocks_per_stage = 3
-  config.global_batch_size = 256
-  config.total_steps = 3000
+  config.total_steps = 2000
   config.checkpoint_every = 1000
-  config.sample_every = 3000
+  config.sample_every = 2000
   config.eval_every = 1000
-  config.eval_batches = 4
+  config.eval_batches = 8
   return config
