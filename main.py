@@ -17,6 +17,8 @@ flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'],
                   'FD / IS / KID / precision-recall (+ bits/dim, alignment) of it (eval.follow: of every new one).')
 flags.DEFINE_multi_string('prompt', None, '--mode sample, text configs: a prompt (repeatable); default: the '
                           "dataset's fixed prompt per class.")
+flags.DEFINE_multi_string('image', None, '--mode sample, unclip configs: an image file to make variations of '
+                          '(repeatable).')
 flags.DEFINE_string('negative_prompt', '', '--mode sample, text configs: replaces the null conditioning in guidance.')
 flags.DEFINE_string('coordinator_address', '', 'Multi-process runs: host:port of process 0.')
 flags.DEFINE_integer('num_processes', 0, 'Multi-process runs: number of processes.')
@@ -38,10 +40,10 @@ def main(argv):
   module_name, function_name = MODES[FLAGS.mode].split(':')
   run = getattr(__import__(module_name, fromlist=[function_name]), function_name)
   kwargs = {}
-  if FLAGS.prompt or FLAGS.negative_prompt:
+  if FLAGS.prompt or FLAGS.negative_prompt or FLAGS.image:
     if FLAGS.mode != 'sample':
-      sys.exit('error: --prompt and --negative_prompt are for --mode sample.')
-    kwargs = {'prompts': FLAGS.prompt or [], 'negative_prompt': FLAGS.negative_prompt}
+      sys.exit('error: --prompt, --negative_prompt and --image are for --mode sample.')
+    kwargs = {'prompts': FLAGS.prompt or [], 'negative_prompt': FLAGS.negative_prompt, 'images': FLAGS.image or []}
   if FLAGS.mode == 'eval':
     kwargs = {'config_file': config_flags.get_config_filename(FLAGS['config'])}
   try:

@@ -81,9 +81,23 @@ def restore_latest(config, workdir: str, family, image_shape, mesh, step: int | 
   return state.replace(frozen=jax.device_put(family.frozen(), replicated)), step
 
 
-def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
+def load_image(path: str, image_shape) -> np.ndarray:
+  """An image file -> uint8 [h w c] of the model's shape (grey or RGB as c says, resized bilinearly)."""
+  from PIL import Image
+  h, w, c = image_shape
+  try:
+    with Image.open(path) as image:
+      image = image.convert('L' if c == 1 else 'RGB').resize((w, h), Image.BILINEAR)
+  except (FileNotFoundError, IsADirectoryError):
+    raise UserError(f'--image {path}: no such file.') from None
+  except OSError as e:
+    raise UserError(f'--image {path}: not an image PIL can read ({e}).') from None
+  return np.asarray(image, np.uint8).reshape(h, w, c)
+
+
+def sample(config, workdir: str, prompts=(), negative_prompt: str = '', images=()) -> str:
   """Writes <workdir>/samples/sample_<step>.{png,npz} (or prompts_<step>.npz + a PNG per prompt for text
-  families); returns the .npz path."""
+  families, variations_<step>.npz + a PNG per image for `images`); returns the .npz path."""
   num, batch = config.sample.num_samples, config.sample.batch_size
   mesh = parallel.make_mesh()
   if batch % mesh.devices.size:
@@ -96,9 +110,15 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
                     f'metrics.')
   source = make_source(config.data)
   family.bind_data(source)
-  prompts = list(prompts) or family.fixed_prompts()
   cond = None
-  if prompts or negative_prompt:  # built before restoring: a bad prompt fails before any work
+  if images:  # variations; checked before restoring: a bad file fails before any work
+    if prompts:
+      raise UserError('Give --image (variations of an image) or --prompt, not both.')
+    prompts = [f'variations of {os.path.basename(p)}' for p in images]
+    loaded = np.stack([load_image(p, tuple(source.image_shape)) for p in images])
+    cond = family.image_conditioning(loaded, prompts, num, config.sample.guidance)
+  prompts = list(prompts) or family.fixed_prompts()
+  if cond is None and (prompts or negative_prompt):  # built before restoring: a bad prompt fails before any work
     cond = family.prompt_conditioning(prompts, num, config.sample.guidance, negative_prompt)
   state, step = restore_latest(config, workdir, family, tuple(source.image_shape), mesh)
 
@@ -113,15 +133,20 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '') -> str:
 
   samples = draw_samples(family, state, mesh, config.sample.seed, len(cond.prompts), batch, cond.inputs,
                          Progress('sampling'))
-  stem = os.fspath(workdir_lib.path(workdir, 'samples', f'prompts_{step:06d}'))
+  kind = 'variations' if images else 'prompts'
+  stem = os.fspath(workdir_lib.path(workdir, 'samples', f'{kind}_{step:06d}'))
   if jax.process_index() == 0:
-    _save_npz(stem + '.npz', images=samples, prompts=np.asarray(cond.prompts))
+    _save_npz(stem + '.npz', images=samples, prompts=np.asarray(cond.prompts),
+              **({'sources': loaded} if images else {}))
     for i, prompt in enumerate(prompts):
       grid = images.make_grid(samples[i * num:(i + 1) * num][:256].astype(np.float32) / 127.5 - 1.0)
       images.save_png(f'{stem}_{i:02d}_{_slug(prompt)}.png', images.captioned(grid, prompt))
     print(f'Wrote {num} samples for each of {len(prompts)} prompt(s) from step {step} (guidance '
           f'{config.sample.guidance}) to {stem}.npz and {stem}_*.png', flush=True)
-    report_alignment(config, workdir, source, prompts, samples, num, stem, mesh)
+    if images:
+      report_variations(config, source, prompts, loaded, samples, num, stem)
+    else:
+      report_alignment(config, workdir, source, prompts, samples, num, stem, mesh)
   return stem + '.npz'
 
 
@@ -157,6 +182,27 @@ def report_alignment(config, workdir, source, prompts, samples, num, stem, mesh=
     print(f'  {value:6.1%}  {prompt}')
   report.update(classifier_test_accuracy=classifier.test_accuracy, alignment=rows)
   workdir_lib.write_json(stem + '_alignment.json', report)
+  return report
+
+
+def report_variations(config, source, names, sources, samples, num, stem) -> dict | None:
+  """Prints and saves (<stem>_variations.json) how often the dataset classifier gives a variation the class it
+  gives its source image (does a variation of a seven stay a seven?)."""
+  if len(source.class_names) < 2:
+    return None
+  from gen_jax.evaluation import cache_dir
+  from gen_jax.evaluation.classifier import get_classifier
+  classifier = get_classifier(config.data, cache_dir(config.classifier.cache_dir, 'classifier'))
+  source_class, sample_class = classifier.predict(sources), classifier.predict(samples).reshape(len(names), num)
+  rows = {name: {'source_class': source.class_names[c], 'same_class': float(np.mean(row == c))}
+          for name, c, row in zip(names, source_class, sample_class)}
+  print(f'variations keeping their source\'s class (dataset classifier, test accuracy '
+        f'{classifier.test_accuracy:.3f}; {num} each):')
+  for name, row in rows.items():
+    print(f'  {row["same_class"]:6.1%}  {name} (classified {row["source_class"]})')
+  report = {'classifier_test_accuracy': classifier.test_accuracy, 'num_per_image': num,
+            'guidance': config.sample.guidance, 'variations': rows}
+  workdir_lib.write_json(stem + '_variations.json', report)
   return report
 
 

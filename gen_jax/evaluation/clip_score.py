@@ -83,5 +83,5 @@ def load_clip(workdir: str, mesh) -> TrainedCLIP:
   family.bind_data(source)
   state, step = restore_latest(config, workdir, family, tuple(source.image_shape), mesh)
   if jax.process_index() == 0:
-    print(f'CLIP for scoring: {workdir_lib.path(workdir)} step {step}', flush=True)
+    print(f'CLIP: {workdir_lib.path(workdir)} step {step}', flush=True)
   return TrainedCLIP(family, state, mesh, workdir, step)

@@ -20,7 +20,7 @@ def register(name: str):
 
 def _load_builtin_families() -> None:
   # Importing a family module registers it; kept lazy so `import gen_jax.families` stays cheap.
-  from gen_jax.families import clip, ddpm, gan, text_ddpm, vae  # noqa: F401
+  from gen_jax.families import clip, ddpm, gan, text_ddpm, unclip, vae  # noqa: F401
 
 
 def get_family(config) -> Family:

@@ -99,6 +99,12 @@ class Family(abc.ABC):
     """Saved with every checkpoint; a restore with different values is refused with a clear message."""
     return {'family': self.config.model.family}
 
+  def image_conditioning(self, images, names: list[str], num_per_image: int, guidance: float) -> Conditioning:
+    """Image variations (`--mode sample --image PATH`): uint8 images [m h w c] -> conditioning for
+    num_per_image samples of each."""
+    raise UserError(f'model.family={self.config.model.family!r} cannot make image variations: --image needs an '
+                    f'unCLIP config such as configs/unclip_digits.py.')
+
   def fixed_prompts(self) -> list[str]:
     """The dataset's fixed prompt per class (sample grids, `--mode sample` without --prompt); [] if unconditional."""
     return []

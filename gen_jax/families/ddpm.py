@@ -66,6 +66,12 @@ class DDPMFamily(Family):
       return self.model.apply({'params': params}, xt, t, train=train, rngs=rngs).astype(jnp.float32)
     return net
 
+  def _extra_losses(self, params, frozen, batch, key) -> dict[str, jax.Array]:
+    """Losses of other networks trained in the same step (unCLIP's prior), each a mean over the local batch;
+    added to the diffusion loss and logged by name."""
+    del params, frozen, batch, key
+    return {}
+
   def _timesteps_and_noise(self, key, x0):
     """t [b] ~ U{0..T-1} and noise [b h w c] per example, keyed by global position (device-count invariant)."""
     keys = parallel.example_keys(key, x0.shape[0])
@@ -85,13 +91,15 @@ class DDPMFamily(Family):
 
     def loss_fn(params):
       out = self._network(params, state.frozen, batch, drop_key)(xt, t, True, {'dropout': dropout_key})
-      return jnp.mean(self.diffusion.training_loss(kind, out, x0, noise, t))
+      loss = jnp.mean(self.diffusion.training_loss(kind, out, x0, noise, t))
+      extra = self._extra_losses(params, state.frozen, batch, jax.random.fold_in(key, 4))
+      return loss + sum(extra.values()), extra
 
-    loss, grads = parallel.value_and_global_mean_grad(loss_fn)(state.params)
+    (loss, extra), grads = parallel.value_and_global_mean_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = optax.incremental_update(params, state.ema_params, step_size=1.0 - self.config.ema.decay)
-    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), **extra}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
   def eval_step(self, state: TrainState, batch) -> Metrics:

@@ -36,6 +36,7 @@ class TextDDPMFamily(Captioned, DDPMFamily):
     super().__init__(config)
     m = config.model
     self.check_text_config()
+    self.p_uncond = config.text.p_uncond
     widths = sorted({m.ch * mult for mult in m.ch_mult})
     if m.cross_attn_heads < 1 or any(w % m.cross_attn_heads for w in widths):
       raise UserError(f'model.cross_attn_heads={m.cross_attn_heads} must divide every UNet width {widths}.')
@@ -88,10 +89,10 @@ class TextDDPMFamily(Captioned, DDPMFamily):
     return self._conditioned(params, emb, drop)
 
   def null_mask(self, key, local_batch: int) -> jax.Array:
-    """[b] True where an example trains with the null conditioning (probability text.p_uncond), keyed by its
+    """[b] True where an example trains with the null conditioning (probability `p_uncond`), keyed by its
     global position: the same examples on any number of devices. Per-device code (under shard_map)."""
     keys = parallel.example_keys(key, local_batch)
-    return jax.vmap(lambda k: jax.random.bernoulli(k, self.config.text.p_uncond))(keys)
+    return jax.vmap(lambda k: jax.random.bernoulli(k, self.p_uncond))(keys)
 
   # --- sampling --------------------------------------------------------------------------------------------------
   def sample(self, state: TrainState, rng, num_samples: int, cond=None):
