@@ -43,7 +43,7 @@ def main(argv):
   if FLAGS.prompt or FLAGS.negative_prompt or FLAGS.image:
     if FLAGS.mode != 'sample':
       sys.exit('error: --prompt, --negative_prompt and --image are for --mode sample.')
-    kwargs = {'prompts': FLAGS.prompt or [], 'negative_prompt': FLAGS.negative_prompt, 'images': FLAGS.image or []}
+    kwargs = {'prompts': FLAGS.prompt or [], 'negative_prompt': FLAGS.negative_prompt, 'image_files': FLAGS.image or []}
   if FLAGS.mode == 'eval':
     kwargs = {'config_file': config_flags.get_config_filename(FLAGS['config'])}
   try:

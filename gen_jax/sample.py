@@ -95,9 +95,9 @@ def load_image(path: str, image_shape) -> np.ndarray:
   return np.asarray(image, np.uint8).reshape(h, w, c)
 
 
-def sample(config, workdir: str, prompts=(), negative_prompt: str = '', images=()) -> str:
+def sample(config, workdir: str, prompts=(), negative_prompt: str = '', image_files=()) -> str:
   """Writes <workdir>/samples/sample_<step>.{png,npz} (or prompts_<step>.npz + a PNG per prompt for text
-  families, variations_<step>.npz + a PNG per image for `images`); returns the .npz path."""
+  families, variations_<step>.npz + a PNG per image for `image_files`); returns the .npz path."""
   num, batch = config.sample.num_samples, config.sample.batch_size
   mesh = parallel.make_mesh()
   if batch % mesh.devices.size:
@@ -111,11 +111,11 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '', images=(
   source = make_source(config.data)
   family.bind_data(source)
   cond = None
-  if images:  # variations; checked before restoring: a bad file fails before any work
+  if image_files:  # variations; checked before restoring: a bad file fails before any work
     if prompts:
       raise UserError('Give --image (variations of an image) or --prompt, not both.')
-    prompts = [f'variations of {os.path.basename(p)}' for p in images]
-    loaded = np.stack([load_image(p, tuple(source.image_shape)) for p in images])
+    prompts = [f'variations of {os.path.basename(p)}' for p in image_files]
+    loaded = np.stack([load_image(p, tuple(source.image_shape)) for p in image_files])
     cond = family.image_conditioning(loaded, prompts, num, config.sample.guidance)
   prompts = list(prompts) or family.fixed_prompts()
   if cond is None and (prompts or negative_prompt):  # built before restoring: a bad prompt fails before any work
@@ -133,17 +133,17 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '', images=(
 
   samples = draw_samples(family, state, mesh, config.sample.seed, len(cond.prompts), batch, cond.inputs,
                          Progress('sampling'))
-  kind = 'variations' if images else 'prompts'
+  kind = 'variations' if image_files else 'prompts'
   stem = os.fspath(workdir_lib.path(workdir, 'samples', f'{kind}_{step:06d}'))
   if jax.process_index() == 0:
     _save_npz(stem + '.npz', images=samples, prompts=np.asarray(cond.prompts),
-              **({'sources': loaded} if images else {}))
+              **({'sources': loaded} if image_files else {}))
     for i, prompt in enumerate(prompts):
       grid = images.make_grid(samples[i * num:(i + 1) * num][:256].astype(np.float32) / 127.5 - 1.0)
       images.save_png(f'{stem}_{i:02d}_{_slug(prompt)}.png', images.captioned(grid, prompt))
     print(f'Wrote {num} samples for each of {len(prompts)} prompt(s) from step {step} (guidance '
           f'{config.sample.guidance}) to {stem}.npz and {stem}_*.png', flush=True)
-    if images:
+    if image_files:
       report_variations(config, source, prompts, loaded, samples, num, stem)
     else:
       report_alignment(config, workdir, source, prompts, samples, num, stem, mesh)

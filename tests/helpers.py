@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from configs import clip_digits, ddpm_digits, ddpm_text_digits, vae_digits
+from configs import clip_digits, ddpm_digits, ddpm_text_digits, unclip_digits, vae_digits
 
 
 def tiny_vae_config(**overrides):
@@ -52,6 +52,27 @@ def tiny_clip_config(encoder='transformer', **overrides):
   config.text.layers = 1
   config.text.heads = 2
   config.eval_every = 0
+  return _tiny(config, overrides)
+
+
+def tiny_unclip_config(clip_workdir, **overrides):
+  """The tiny DDPM UNet as unCLIP's decoder (2 context tokens of 8), a 1-block prior of width 16 with 100 steps."""
+  config = unclip_digits.get_config()
+  tiny = tiny_ddpm_config()
+  config.model, config.diffusion, config.sampler = tiny.model, tiny.diffusion, tiny.sampler
+  with config.model.unlocked():
+    config.model.family = 'unclip'
+    config.model.cross_attn_heads = 2
+    config.model.context_dim = 8
+  config.unclip.clip_workdir = clip_workdir
+  config.unclip.num_tokens = 2
+  config.unclip.token_width = 8
+  config.unclip.prior_hidden = 16
+  config.unclip.prior_layers = 1
+  config.unclip.prior_timesteps = 100
+  config.unclip.prior_steps = 5
+  config.sample.num_samples = 2
+  config.sample.batch_size = 8
   return _tiny(config, overrides)
 
 
