@@ -26,7 +26,9 @@ METRIC_COLUMNS = [
     ('classifier FD', 'classifier_fd', '{:.2f}'), ('classifier FD at floor N', 'classifier_fd_at_floor_n', '{:.2f}'),
     ('classifier IS', 'classifier_is', '{:.2f}'), ('classifier KID', 'classifier_kid', '{:.1f}'),
     ('precision', 'classifier_precision', '{:.3f}'), ('recall', 'classifier_recall', '{:.3f}'),
-    ('alignment', 'alignment', '{:.1%}'), ('bits/dim', 'bits_per_dim', '{:.3f}'),
+    ('alignment', 'alignment', '{:.1%}'), ('CLIP score', 'clip_score', '{:.1f}'),
+    ('bits/dim', 'bits_per_dim', '{:.3f}'),
+    ('zero-shot', 'zero_shot_accuracy', '{:.1%}'), ('recall@1 image->text', 'recall_at_1_image_to_text', '{:.1%}'),
 ]
 SCALE = {'inception_kid': 1e3}
 

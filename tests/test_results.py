@@ -47,3 +47,17 @@ def test_latest_step_is_by_number_past_a_million(tmp_path):
   write_report(str(tmp_path), 999_999, classifier_fd=2.0)
   write_report(str(tmp_path), 1_000_000, classifier_fd=1.0)  # 'step_1000000' sorts before 'step_999999' by name
   assert results.latest_report(str(tmp_path))['step'] == 1_000_000
+
+
+def test_clip_score_sits_beside_real_images_score_and_clip_rows_show_zero_shot(tmp_path):
+  text, clip = str(tmp_path / 'unclip_digits'), str(tmp_path / 'clip_digits')
+  write_report(text, 1500, alignment=0.95, clip_score=88.04)
+  with open(os.path.join(text, 'eval', 'step_001500.json')) as f:
+    report = json.load(f)
+  report['floor']['clip_score'] = 86.8
+  with open(os.path.join(text, 'eval', 'step_001500.json'), 'w') as f:
+    json.dump(report, f)
+  write_report(clip, 1000, zero_shot_accuracy=0.9663, recall_at_1_image_to_text=0.9663)
+  rows = {r['run']: r for r in results.build_rows([text, clip])}
+  assert rows['unclip_digits']['CLIP score'] == '88.0 (86.8)' and rows['unclip_digits']['alignment'] == '95.0%'
+  assert rows['clip_digits']['zero-shot'] == '96.6%' and rows['clip_digits']['CLIP score'] == ''
