@@ -18,6 +18,7 @@ def get_config():
   config.data.name = 'fashion_mnist'
   config.data.idx_dir = '/usr/share/datasets/fashion-mnist'
   config.model.embed_dim = 128
+  config.text.max_length = 16  # 'a black and white photo of a t-shirt/top': 14 tokens with [CLS] and [SEP]
   config.total_steps = 2000
   config.checkpoint_every = 1000
   config.sample_every = 2000

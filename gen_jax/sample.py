@@ -165,22 +165,18 @@ def report_alignment(config, workdir, source, prompts, samples, num, stem, mesh=
     for prompt, value in scores.items():
       print(f'  {value:6.2f}  {prompt}')
     report['clip_workdir'], report['clip_score'] = config.eval.clip_workdir, scores
-  if not known or len(source.class_names) < 2:
-    if 'clip_score' in report:
-      workdir_lib.write_json(stem + '_alignment.json', report)
-      return report
+  if known and len(source.class_names) > 1:
+    from gen_jax.evaluation import cache_dir
+    from gen_jax.evaluation.classifier import alignment, get_classifier
+    classifier = get_classifier(config.data, cache_dir(config.classifier.cache_dir, 'classifier'))
+    rows = {prompts[i]: alignment(classifier, samples[i * num:(i + 1) * num], np.full(num, labels[i]))[labels[i]]
+            for i in known}
+    print(f'alignment (dataset classifier, test accuracy {classifier.test_accuracy:.3f}; {num} samples each):')
+    for prompt, value in rows.items():
+      print(f'  {value:6.1%}  {prompt}')
+    report.update(classifier_test_accuracy=classifier.test_accuracy, alignment=rows)
+  if 'alignment' not in report and 'clip_score' not in report:
     return None
-  from gen_jax.evaluation import cache_dir
-  from gen_jax.evaluation.classifier import alignment, get_classifier
-
-  classifier = get_classifier(config.data, cache_dir(config.classifier.cache_dir, 'classifier'))
-  rows = {}
-  for i in known:
-    rows[prompts[i]] = alignment(classifier, samples[i * num:(i + 1) * num], np.full(num, labels[i]))[labels[i]]
-  print(f'alignment (dataset classifier, test accuracy {classifier.test_accuracy:.3f}; {num} samples each):')
-  for prompt, value in rows.items():
-    print(f'  {value:6.1%}  {prompt}')
-  report.update(classifier_test_accuracy=classifier.test_accuracy, alignment=rows)
   workdir_lib.write_json(stem + '_alignment.json', report)
   return report
 

@@ -1,6 +1,8 @@
 """unCLIP: 8 devices train like 1, the prior's loss starts at its closed form, prompts go through the prior and
 variations skip it, --mode sample --image end to end, and the user errors."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,6 +90,10 @@ def test_sample_mode_makes_variations_of_image_files(trained_unclip, tmp_path, c
   assert list(saved['prompts']) == ['variations of seven.png'] * 2
   report = npz.replace('.npz', '_variations.json')
   assert 'same_class' in open(report).read()
+  # a free-text prompt: no class to judge, but the CLIP (eval.clip_workdir = unclip.clip_workdir) scores it
+  prompts_npz = sample(config, workdir, prompts=['a scribbled 4'])
+  scored = json.loads(open(prompts_npz.replace('.npz', '_alignment.json')).read())
+  assert 'alignment' not in scored and -100 <= scored['clip_score']['a scribbled 4'] <= 100
   with pytest.raises(UserError, match='no such file'):
     sample(config, workdir, image_files=[str(tmp_path / 'missing.png')])
   with pytest.raises(UserError, match='not both'):
