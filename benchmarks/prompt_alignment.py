@@ -43,7 +43,8 @@ def main(argv):
           for i, (p, label) in enumerate(zip(prompts, labels))}
   for p, value in rows.items():
     print(f'{value:6.1%}  {p}')
-  print(json.dumps({'workdir': FLAGS.workdir, 'encoder': config.text.encoder, 'guidance': config.sample.guidance,
+  encoder = config.text.encoder if 'text' in config else f'{config.model.family} (its CLIP)'
+  print(json.dumps({'workdir': FLAGS.workdir, 'encoder': encoder, 'guidance': config.sample.guidance,
                     'num_per_prompt': n, 'classifier_test_accuracy': classifier.test_accuracy, 'alignment': rows}))
 
 

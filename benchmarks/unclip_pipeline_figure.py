@@ -28,12 +28,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _draw_pipeline(ax):
-  boxes = [('"a handwritten\ndigit three"', 0.05), ('CLIP text\nencoder', 0.2), ('prior\n(diffusion)', 0.37),
+  boxes = [('"a handwritten\ndigit three"', 0.07), ('CLIP text\nencoder', 0.24), ('prior\n(diffusion)', 0.39),
            ('CLIP image\nembedding', 0.54), ('decoder\n(guided UNet)', 0.71), ('image', 0.88)]
   for text, x in boxes:
     ax.text(x, 0.7, text, ha='center', va='center', fontsize=8, bbox=dict(boxstyle='round', fc='#eef', ec='#446'))
   for (_, a), (_, b) in zip(boxes, boxes[1:]):
-    ax.annotate('', xy=(b - 0.07, 0.7), xytext=(a + 0.07, 0.7), arrowprops=dict(arrowstyle='->'))
+    ax.annotate('', xy=(b - 0.055, 0.7), xytext=(a + 0.065, 0.7), arrowprops=dict(arrowstyle='->'))
   ax.text(0.37, 0.15, 'an image', ha='center', va='center', fontsize=8,
           bbox=dict(boxstyle='round', fc='#efe', ec='#464'))
   ax.text(0.54, 0.15, 'CLIP image\nencoder', ha='center', va='center', fontsize=8,
@@ -74,8 +74,8 @@ def main(argv):
   text_grid = images.make_grid(to_float(from_text), n)
   rows = np.concatenate([np.concatenate([sources[i:i + 1], variations[i * n:(i + 1) * n]]) for i in range(len(picks))])
   variation_grid = images.make_grid(to_float(rows), n + 1)
-  fig = plt.figure(figsize=(9, 8.5))
-  grid = fig.add_gridspec(2, 2, height_ratios=[1, 5], width_ratios=[n, n + 1])
+  fig = plt.figure(figsize=(10, 6.4))
+  grid = fig.add_gridspec(2, 2, height_ratios=[1, 4], width_ratios=[n, n + 1])
   _draw_pipeline(fig.add_subplot(grid[0, :]))
   ax = fig.add_subplot(grid[1, 0])
   ax.imshow(text_grid.squeeze(), cmap='gray')

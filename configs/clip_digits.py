@@ -3,9 +3,13 @@ frozen MiniLM + a trained MLP head as the text tower, 64-d shared space (the spa
 
 Command:  python main.py --config configs/clip_digits.py --workdir runs/clip_digits
           python main.py --config configs/clip_digits.py --workdir runs/clip_digits --mode eval
-Expected: InfoNCE ~4.8 (log 128) at step 0; --mode eval prints zero-shot accuracy with the ten class prompts on
-          the 297 test digits (target >= 90%) and retrieval recall@1.
-Runtime:  see README (measured on a 2-core Sapphire Rapids).
+Expected: InfoNCE 4.2 at step 100, ~2.58 from step 700 on (not 0: templated captions repeat within a batch,
+          so same-class pairs are false negatives); the learned logit scale drifts from 14.3 to ~12.5.
+          --mode eval on the 297 test digits (2-core Sapphire Rapids, 2026-12-02): zero-shot accuracy 96.6% with
+          the ten class prompts (target >= 90%; "three" 86.7% is the lowest), 96.6% with prompt ensembling,
+          recall@1 image->text 96.6% / text->image 100%, real digits' CLIP score 86.8.
+Runtime:  85 s of training (12.5 steps/s at batch 128, 412k trained params; 95 s for the whole command) alone on
+          a 2-core Sapphire Rapids; --mode eval 7 s.
 """
 
 from configs import default
