@@ -10,7 +10,16 @@ Command:  python main.py --config configs/clip_digits.py --workdir runs/clip_dig
               --image my_digit.png                                   # variations: image -> CLIP -> decoder
           python main.py --config configs/unclip_digits.py --workdir runs/unclip_digits --mode eval \
               --config.eval.num_samples=1000
-Expected / Runtime: see README (unCLIP vs ddpm_text_digits).
+Expected: loss (decoder L_simple + prior_loss) 1.00 at step 100 (prior_loss 0.49), 0.064 at step 1200 (0.038);
+          samples/step_001500.png shows one row per class prompt. --mode eval (1000 samples, 100 per class
+          prompt, DDIM-50, w = 3; 2-core Sapphire Rapids, 2026-12-02): alignment 99.9% ("eight" 99%, the rest
+          100%; ddpm_text_digits at the same steps: 99.9%), CLIP score 89.9 (ddpm_text_digits 89.9; real test
+          digits with their prompt 86.8), classifier FD 85.6 (ddpm_text_digits 67.8), precision 0.79, recall 0.11
+          (ddpm_text_digits 0.33); ten paraphrases never in the templates: 100% for nine, 88% for "the figure 8"
+          (benchmarks/prompt_alignment.py, 50 each). Variations: 32 of 32 variations of a test "eight" kept its
+          class. 1.97M trained params (decoder 0.80M, prior 1.17M).
+Runtime:  21.4 min of training with two other jobs on the 2 cores (13.6 min of CPU time; ddpm_text_digits takes
+          7-9.5 min alone); --mode eval above 3.2 min; the CLIP (configs/clip_digits.py) 1.5 min.
 """
 
 import ml_collections
