@@ -33,6 +33,7 @@ def get_config():
   config.model.family = 'unclip'
   config.unclip = ml_collections.ConfigDict({
       'clip_workdir': 'runs/clip_digits',  # a trained CLIP run (configs/clip_digits.py), frozen here
+      'clip_step': 0,  # its checkpoint; 0 = the latest (checkpoints record the step used)
       'p_uncond': 0.1,  # classifier-free guidance: probability of training with the null image embedding
       'num_tokens': 4,  # context tokens the image embedding is projected into (DALL-E 2: 4)
       'token_width': 64,

@@ -181,7 +181,8 @@ def _warn(message: str) -> None:
     logging.warning(message)
 
 
-_CONFIG_KEYS = {'family': 'model.family', 'text_encoder': 'text.encoder'}  # meta key -> its config key
+_CONFIG_KEYS = {'family': 'model.family', 'text_encoder': 'text.encoder', 'clip_step': 'unclip.clip_step',
+                'prior': 'unclip.prior'}  # meta key -> its config key
 
 
 def _without_frozen(state: Any) -> Any:

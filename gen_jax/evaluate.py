@@ -124,6 +124,9 @@ class Evaluator:
     if not self.prompts:
       raise UserError(f'eval.clip_workdir scores samples against their prompts; model.family='
                       f'{self.config.model.family!r} has none (use a text family, e.g. configs/ddpm_text_digits.py).')
+    own = getattr(self.family, 'clip', None)  # an unCLIP's frozen CLIP, when it is the one asked for
+    if own is not None and workdir_lib.path(own.workdir) == workdir_lib.path(workdir):
+      return own
     from gen_jax.evaluation.clip_score import load_clip
     return load_clip(workdir, self.mesh)
 
@@ -146,6 +149,7 @@ class Evaluator:
       images, labels = load_split(self.config.data, split)
       floor['clip_score'], floor['clip_score_per_prompt'] = per_prompt_scores(
           self.clip, images, [self.prompts[k] for k in labels])
+      floor['clip_score_n'] = len(labels)  # every image of the split (the other floors: at most N)
     if self.classifier is not None:
       floor['classifier_test_accuracy'] = self.classifier.test_accuracy
     return floor
@@ -231,7 +235,8 @@ class Evaluator:
     print(f'step {step} ({report["num_samples"]} samples, {report["eval_wall_s"]:.0f} s):', flush=True)
     for k, v in scalars.items():
       real = floor.get(k.replace('_at_floor_n', ''))
-      print(f'  {k:<28} {v:10.4g}' + (f'   real {floor["split"]} images (n={floor["n"]}): {real:.4g}'
+      n = floor.get(f'{k}_n', floor['n'])
+      print(f'  {k:<28} {v:10.4g}' + (f'   real {floor["split"]} images (n={n}): {real:.4g}'
                                         if isinstance(real, float) else ''), flush=True)
     for name, rows in report['metrics'].items():
       if name.endswith('_per_prompt'):

@@ -112,14 +112,17 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '', image_fi
   family.bind_data(source)
   cond = None
   if image_files:  # variations; checked before restoring: a bad file fails before any work
-    if prompts:
-      raise UserError('Give --image (variations of an image) or --prompt, not both.')
+    if prompts or negative_prompt:
+      raise UserError('Give --image (variations of an image) or --prompt / --negative_prompt, not both.')
     prompts = [f'variations of {os.path.basename(p)}' for p in image_files]
+    if len(set(prompts)) < len(prompts):  # same file names from different folders: number them
+      prompts = [f'{name} ({i})' for i, name in enumerate(prompts)]
     loaded = np.stack([load_image(p, tuple(source.image_shape)) for p in image_files])
     cond = family.image_conditioning(loaded, prompts, num, config.sample.guidance)
   prompts = list(prompts) or family.fixed_prompts()
   if cond is None and (prompts or negative_prompt):  # built before restoring: a bad prompt fails before any work
     cond = family.prompt_conditioning(prompts, num, config.sample.guidance, negative_prompt)
+  clip = _scoring_clip(config, family, mesh) if cond is not None and not image_files else None  # fails early
   state, step = restore_latest(config, workdir, family, tuple(source.image_shape), mesh)
 
   if cond is None:
@@ -133,6 +136,10 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '', image_fi
 
   samples = draw_samples(family, state, mesh, config.sample.seed, len(cond.prompts), batch, cond.inputs,
                          Progress('sampling'))
+  clip_scores = None
+  if clip is not None:  # on every process: the CLIP's embeddings are sharded over the global mesh
+    from gen_jax.evaluation.clip_score import per_prompt_scores
+    clip_scores = per_prompt_scores(clip, samples, cond.prompts)[1]
   kind = 'variations' if image_files else 'prompts'
   stem = os.fspath(workdir_lib.path(workdir, 'samples', f'{kind}_{step:06d}'))
   if jax.process_index() == 0:
@@ -146,25 +153,34 @@ def sample(config, workdir: str, prompts=(), negative_prompt: str = '', image_fi
     if image_files:
       report_variations(config, source, prompts, loaded, samples, num, stem)
     else:
-      report_alignment(config, workdir, source, prompts, samples, num, stem, mesh)
+      report_alignment(config, workdir, source, prompts, samples, num, stem, clip_scores)
   return stem + '.npz'
 
 
-def report_alignment(config, workdir, source, prompts, samples, num, stem, mesh=None) -> dict | None:
+def _scoring_clip(config, family, mesh):
+  """The CLIP of `eval.clip_workdir` (None when unset); an unCLIP's own frozen CLIP when it is that one."""
+  if not config.eval.clip_workdir:
+    return None
+  own = getattr(family, 'clip', None)
+  if own is not None and os.fspath(workdir_lib.path(own.workdir)) == os.fspath(
+      workdir_lib.path(config.eval.clip_workdir)):
+    return own
+  from gen_jax.evaluation.clip_score import load_clip
+  return load_clip(config.eval.clip_workdir, mesh)
+
+
+def report_alignment(config, workdir, source, prompts, samples, num, stem, clip_scores=None) -> dict | None:
   """Prints and saves (<stem>_alignment.json) the classifier alignment of every prompt that names a class and,
   with `eval.clip_workdir`, the CLIP score of every prompt (free text too)."""
   table = caption_table(config.data.name, source.class_names)
   labels = [table.label_of(p) for p in prompts]
   known = [i for i, label in enumerate(labels) if label is not None]
   report = {'num_per_prompt': num, 'guidance': config.sample.guidance}
-  if config.eval.clip_workdir:
-    from gen_jax.evaluation.clip_score import load_clip, per_prompt_scores
-    _, scores = per_prompt_scores(load_clip(config.eval.clip_workdir, mesh or parallel.make_mesh()), samples,
-                                  [p for p in prompts for _ in range(num)])
+  if clip_scores is not None:
     print(f'CLIP score (100 x cosine; {num} samples each):')
-    for prompt, value in scores.items():
+    for prompt, value in clip_scores.items():
       print(f'  {value:6.2f}  {prompt}')
-    report['clip_workdir'], report['clip_score'] = config.eval.clip_workdir, scores
+    report['clip_workdir'], report['clip_score'] = config.eval.clip_workdir, clip_scores
   if known and len(source.class_names) > 1:
     from gen_jax.evaluation import cache_dir
     from gen_jax.evaluation.classifier import alignment, get_classifier

@@ -2,8 +2,8 @@
 (gen_jax/families/clip.py), read from that run's workdir (`eval.clip_workdir`).
 
 It judges any prompt, also free text no classifier can (alignment needs a prompt that names a class); its scale
-is the CLIP's own, so compare it with the same CLIP's score of real test images and their captions
-(`clip_score_real`, reported beside it), never across CLIP checkpoints.
+is the CLIP's own, so compare it with the same CLIP's score of real held-out images with their class prompts
+(the floor `--mode eval` reports beside it), never across CLIP checkpoints.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load_clip(workdir: str, mesh) -> TrainedCLIP:
-  """The latest checkpoint of the CLIP run in `workdir`, rebuilt from the config.json it wrote."""
+def load_clip(workdir: str, mesh, step: int | None = None) -> TrainedCLIP:
+  """Checkpoint `step` (default: the latest) of the CLIP run in `workdir`, rebuilt from the config.json it wrote.
+  Every process must call it (an Orbax restore onto the global mesh)."""
   from gen_jax.families import get_family
   from gen_jax.sample import restore_latest
   config = read_run_config(workdir)
@@ -81,7 +82,7 @@ def load_clip(workdir: str, mesh) -> TrainedCLIP:
   family = get_family(config)
   source = make_source(config.data)
   family.bind_data(source)
-  state, step = restore_latest(config, workdir, family, tuple(source.image_shape), mesh)
+  state, step = restore_latest(config, workdir, family, tuple(source.image_shape), mesh, step)
   if jax.process_index() == 0:
     print(f'CLIP: {workdir_lib.path(workdir)} step {step}', flush=True)
   return TrainedCLIP(family, state, mesh, workdir, step)

@@ -147,6 +147,8 @@ def embed_images(family: CLIPFamily, state: TrainState, images: np.ndarray, mesh
                  progress=None) -> np.ndarray:
   """uint8 images [n h w c] -> float32 unit vectors [n d], sharded over every device (one image at a time
   semantics: the same on any device count)."""
+  devices = mesh.devices.size
+  batch_size = max(devices, batch_size // devices * devices)  # map_rows splits each batch over every device
   compiled = family.__dict__.setdefault('_image_rows', {})
   if mesh not in compiled:
     compiled[mesh] = parallel.make_row_fn(

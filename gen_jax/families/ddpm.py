@@ -93,7 +93,8 @@ class DDPMFamily(Family):
       out = self._network(params, state.frozen, batch, drop_key)(xt, t, True, {'dropout': dropout_key})
       loss = jnp.mean(self.diffusion.training_loss(kind, out, x0, noise, t))
       extra = self._extra_losses(params, state.frozen, batch, jax.random.fold_in(key, 4))
-      return loss + sum(extra.values()), extra
+      # with other losses, the diffusion loss is logged apart too (eval/loss is it alone)
+      return loss + sum(extra.values()), ({**extra, 'diffusion_loss': loss} if extra else {})
 
     (loss, extra), grads = parallel.value_and_global_mean_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)

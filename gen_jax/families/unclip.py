@@ -12,7 +12,11 @@ Sampling: prompt -> CLIP text embedding -> prior -> image embedding -> guided de
 variations skip the prior: image -> CLIP image embedding -> decoder (`--image PATH`). Embeddings live on CLIP's
 unit sphere; the networks see them scaled by sqrt(d) (unit-variance components).
 
-Config: unclip.{clip_workdir, p_uncond, num_tokens, prior, prior_hidden, prior_layers, prior_schedule,
+The CLIP's weights are not checkpointed with the unCLIP (they are frozen inputs, restored from its workdir at
+every start); its step is recorded, so a CLIP trained further later is refused with the step to pin
+(`unclip.clip_step`) instead of silently swapping the embedding space.
+
+Config: unclip.{clip_workdir, clip_step, p_uncond, num_tokens, prior, prior_hidden, prior_layers, prior_schedule,
 prior_timesteps, prior_steps}, model.{cross_attn_heads, context_dim} on top of the DDPM family's keys.
 Shapes: b batch, d CLIP embed_dim, k context tokens, e token width.
 """
@@ -61,9 +65,18 @@ class UnCLIPFamily(TextDDPMFamily):
     self.p_uncond = u.p_uncond
     self.model = UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None)
     self.tokens = nn.Dense(u.num_tokens * u.token_width)
+    if config.data.get('caption_key'):
+      raise UserError('unclip trains its prior on the dataset\'s templated captions (those its CLIP embedded); '
+                      'data.caption_key (free-text captions) is not supported: set --config.data.caption_key=.')
     if u.prior == 'diffusion':
       self.prior = DiffusionPrior(u.prior_hidden, u.prior_layers)
-      self.prior_diffusion = GaussianDiffusion.create(u.prior_schedule, u.prior_timesteps)
+      try:
+        self.prior_diffusion = GaussianDiffusion.create(u.prior_schedule, u.prior_timesteps)
+      except ValueError as e:
+        raise UserError(f'Bad unclip prior diffusion config: {e}') from None
+      if not 1 <= u.prior_steps <= u.prior_timesteps:
+        raise UserError(f'unclip.prior_steps={u.prior_steps} must be in [1, unclip.prior_timesteps='
+                        f'{u.prior_timesteps}].')
     else:
       self.prior = RegressionPrior(u.prior_hidden, u.prior_layers)
     self.clip = None  # a TrainedCLIP, set by bind_data
@@ -71,7 +84,8 @@ class UnCLIPFamily(TextDDPMFamily):
   # --- the frozen CLIP -------------------------------------------------------------------------------------------
   def bind_data(self, source):
     from gen_jax.evaluation.clip_score import load_clip
-    self.clip = load_clip(self.config.unclip.clip_workdir, parallel.make_mesh())
+    u = self.config.unclip  # the CLIP is pinned by step: checkpoints record it (checkpoint_metadata)
+    self.clip = load_clip(u.clip_workdir, parallel.make_mesh(), u.clip_step or None)
     clip_family = self.clip.family
     if tuple(source.image_shape) != self.clip.image_shape:
       raise UserError(f'The CLIP in {self.config.unclip.clip_workdir} was trained on {self.clip.image_shape} '
@@ -91,7 +105,8 @@ class UnCLIPFamily(TextDDPMFamily):
             'caption_embedding': self.clip.text_embeddings(list(self.captions.captions))}
 
   def checkpoint_metadata(self):
-    return {'family': 'unclip', 'clip_embed_dim': self.embed_dim, 'prior': self.config.unclip.prior}
+    return {'family': 'unclip', 'clip_embed_dim': self.embed_dim, 'prior': self.config.unclip.prior,
+            'clip_step': self.clip.step}
 
   def image_embedding(self, frozen, images: jax.Array) -> jax.Array:
     """images [b h w c] in [-1, 1] -> the frozen CLIP's unit image embeddings [b d]."""

@@ -2,6 +2,7 @@
 variations skip it, --mode sample --image end to end, and the user errors."""
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +95,8 @@ def test_sample_mode_makes_variations_of_image_files(trained_unclip, tmp_path, c
   prompts_npz = sample(config, workdir, prompts=['a scribbled 4'])
   scored = json.loads(open(prompts_npz.replace('.npz', '_alignment.json')).read())
   assert 'alignment' not in scored and -100 <= scored['clip_score']['a scribbled 4'] <= 100
+  twice = np.load(sample(config, workdir, image_files=[str(path), str(path)]))  # same name twice: numbered
+  assert sorted(set(twice['prompts'])) == ['variations of seven.png (0)', 'variations of seven.png (1)']
   with pytest.raises(UserError, match='no such file'):
     sample(config, workdir, image_files=[str(tmp_path / 'missing.png')])
   with pytest.raises(UserError, match='not both'):
@@ -112,3 +115,16 @@ def test_unclip_user_errors(trained_clip, tmp_path):
   family = get_family(text)
   with pytest.raises(UserError, match='cannot make image variations'):
     family.image_conditioning(np.zeros((1, 8, 8, 1), np.uint8), ['x'], 1, 1.0)
+
+
+def test_a_clip_trained_further_is_refused_with_the_step_to_pin(trained_unclip, tmp_path):
+  """The CLIP is not checkpointed with the unCLIP: a newer CLIP checkpoint would silently swap the embedding
+  space, so the step is recorded and a mismatch names --config.unclip.clip_step."""
+  config, workdir, _ = trained_unclip
+  newer = tmp_path / 'clip'
+  shutil.copytree(config.unclip.clip_workdir, newer)
+  (newer / 'checkpoints' / '600').rename(newer / 'checkpoints' / '700')  # as if trained on to step 700
+  moved = config.copy_and_resolve_references()
+  moved.unclip.clip_workdir = str(newer)
+  with pytest.raises(UserError, match='clip_step=600'):
+    sample(moved, workdir)
