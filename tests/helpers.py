@@ -23,20 +23,12 @@ def tiny_ddpm_config(**overrides):
 
 def tiny_text_config(encoder='class', **overrides):
   """The tiny DDPM as a text-to-image model: cross-attention at 4x4 and in the middle, 2 heads."""
-  config = ddpm_text_digits.get_config()
-  tiny = tiny_ddpm_config()
-  config.model, config.diffusion, config.sampler = tiny.model, tiny.diffusion, tiny.sampler
-  with config.model.unlocked():
-    config.model.family = 'text_ddpm'
-    config.model.cross_attn_heads = 2
-    config.model.context_dim = 8
+  config = _tiny_conditional_unet(ddpm_text_digits.get_config())
   config.text.encoder = encoder
   config.text.width = 16
   config.text.layers = 1
   config.text.heads = 2
   config.text.max_length = 12
-  config.sample.num_samples = 2
-  config.sample.batch_size = 8
   return _tiny(config, overrides)
 
 
@@ -57,13 +49,7 @@ def tiny_clip_config(encoder='transformer', **overrides):
 
 def tiny_unclip_config(clip_workdir, **overrides):
   """The tiny DDPM UNet as unCLIP's decoder (2 context tokens of 8), a 1-block prior of width 16 with 100 steps."""
-  config = unclip_digits.get_config()
-  tiny = tiny_ddpm_config()
-  config.model, config.diffusion, config.sampler = tiny.model, tiny.diffusion, tiny.sampler
-  with config.model.unlocked():
-    config.model.family = 'unclip'
-    config.model.cross_attn_heads = 2
-    config.model.context_dim = 8
+  config = _tiny_conditional_unet(unclip_digits.get_config())
   config.unclip.clip_workdir = clip_workdir
   config.unclip.num_tokens = 2
   config.unclip.token_width = 8
@@ -71,9 +57,21 @@ def tiny_unclip_config(clip_workdir, **overrides):
   config.unclip.prior_layers = 1
   config.unclip.prior_timesteps = 100
   config.unclip.prior_steps = 5
+  return _tiny(config, overrides)
+
+
+def _tiny_conditional_unet(config):
+  """A conditional DDPM config (text_ddpm, unclip) with the tiny UNet, cross-attention of 2 heads over 8-d
+  context, and 2 samples per prompt in --mode sample."""
+  family, tiny = config.model.family, tiny_ddpm_config()
+  config.model, config.diffusion, config.sampler = tiny.model, tiny.diffusion, tiny.sampler
+  with config.model.unlocked():
+    config.model.family = family
+    config.model.cross_attn_heads = 2
+    config.model.context_dim = 8
   config.sample.num_samples = 2
   config.sample.batch_size = 8
-  return _tiny(config, overrides)
+  return config
 
 
 def _tiny(config, overrides):
