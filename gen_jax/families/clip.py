@@ -78,8 +78,7 @@ class CLIPFamily(Captioned, Family):
     return normalise(self.text_head.apply({'params': params['text_head']}, pooled))
 
   def _batch_text(self, params, frozen, batch) -> jax.Array:
-    pooled = self.batch_text_embedding(params, frozen, batch).pooled
-    return normalise(self.text_head.apply({'params': params['text_head']}, pooled))
+    return self.text_embedding(params, frozen, self.batch_text_embedding(params, frozen, batch))
 
   # --- training --------------------------------------------------------------------------------------------------
   def train_step(self, state: TrainState, batch):
@@ -120,7 +119,7 @@ class CLIPFamily(Captioned, Family):
     prompt, the reference for generated images' CLIP score.
     """
     image = embed_images(self, state, images, mesh)  # [n d]
-    embed = compiler.jit(self.text_embedding)
+    embed = self.__dict__.setdefault('_embed_text', compiler.jit(self.text_embedding))  # once per family
     prompts = np.asarray(embed(state.params, state.frozen, state.frozen['prompts']))  # [k d]
     captions = np.asarray(embed(state.params, state.frozen, state.frozen['captions']))  # [m d]
     k, templates = len(prompts), self.captions.num_templates

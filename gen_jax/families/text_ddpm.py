@@ -34,13 +34,9 @@ class TextDDPMFamily(Captioned, DDPMFamily):
 
   def __init__(self, config):
     super().__init__(config)
-    m = config.model
     self.check_text_config()
     self.p_uncond = config.text.p_uncond
-    widths = sorted({m.ch * mult for mult in m.ch_mult})
-    if m.cross_attn_heads < 1 or any(w % m.cross_attn_heads for w in widths):
-      raise UserError(f'model.cross_attn_heads={m.cross_attn_heads} must divide every UNet width {widths}.')
-    self.model = UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None)
+    self.model = self._cross_attention_unet(config.model)
 
   # --- data and frozen inputs ------------------------------------------------------------------------------------
   def bind_data(self, source):
@@ -48,6 +44,13 @@ class TextDDPMFamily(Captioned, DDPMFamily):
 
   def frozen(self):
     return self.caption_frozen()
+
+  def _cross_attention_unet(self, m) -> UNet:
+    """The DDPM UNet with cross-attention to `model.context_dim`-projected context tokens."""
+    widths = sorted({m.ch * mult for mult in m.ch_mult})
+    if m.cross_attn_heads < 1 or any(w % m.cross_attn_heads for w in widths):
+      raise UserError(f'model.cross_attn_heads={m.cross_attn_heads} must divide every UNet width {widths}.')
+    return UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None)
 
   def checkpoint_metadata(self):
     return {**super().checkpoint_metadata(), 'text_encoder': self.config.text.encoder}

@@ -40,7 +40,6 @@ from gen_jax.families.base import Conditioning, TrainState
 from gen_jax.families.ddpm import DDPMFamily
 from gen_jax.families.text_ddpm import TextDDPMFamily
 from gen_jax.models.prior import DiffusionPrior, RegressionPrior
-from gen_jax.models.unet import UNet
 from gen_jax.text.encoders import TextEmbedding
 
 PRIORS = ('diffusion', 'regression')
@@ -59,11 +58,8 @@ class UnCLIPFamily(TextDDPMFamily):
       raise UserError('unclip.clip_workdir is empty: train a CLIP first (python main.py --config '
                       'configs/clip_digits.py --workdir runs/clip_digits) and pass --config.unclip.clip_workdir='
                       'runs/clip_digits.')
-    widths = sorted({m.ch * mult for mult in m.ch_mult})
-    if m.cross_attn_heads < 1 or any(w % m.cross_attn_heads for w in widths):
-      raise UserError(f'model.cross_attn_heads={m.cross_attn_heads} must divide every UNet width {widths}.')
     self.p_uncond = u.p_uncond
-    self.model = UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None)
+    self.model = self._cross_attention_unet(m)
     self.tokens = nn.Dense(u.num_tokens * u.token_width)
     if config.data.get('caption_key'):
       raise UserError('unclip trains its prior on the dataset\'s templated captions (those its CLIP embedded); '
