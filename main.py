@@ -3,7 +3,7 @@
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow is only here for TensorBoard writing
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow is only imported by TFDS when it prepares data
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # silences its start-up banner; TF does no maths here
 
 from absl import app, flags, logging  # noqa: E402
@@ -33,9 +33,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # progress lines go to stdout; -v 0 shows library INFO logs
-  from gen_jax import parallel, tf_setup
+  from gen_jax import parallel
   from gen_jax.errors import UserError
-  tf_setup.hide_gpus_from_tensorflow()
   parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   module_name, function_name = MODES[FLAGS.mode].split(':')
   run = getattr(__import__(module_name, fromlist=[function_name]), function_name)

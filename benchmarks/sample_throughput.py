@@ -39,7 +39,8 @@ def main(argv):
   mesh = parallel.make_mesh()
   family = get_family(config)
   frozen = jax.device_put(synthetic.bind_and_freeze(family, config), parallel.replicated(mesh))
-  state = compiler.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
+  init = compiler.jit_once(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))
+  state = init(jax.random.PRNGKey(0))
   state = state.replace(frozen=frozen)
   cond = synthetic.sample_conditioning(family, FLAGS.batch, config.sample.guidance)  # guided: one doubled call
 

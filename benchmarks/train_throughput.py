@@ -52,7 +52,8 @@ def main(argv):
   shape, k, batch = image_shape(config), config.steps_per_call, config.global_batch_size
   family = get_family(config)
   frozen = jax.device_put(synthetic.bind_and_freeze(family, config), parallel.replicated(mesh))
-  state = compiler.jit(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
+  init = compiler.jit_once(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))
+  state = init(jax.random.PRNGKey(0))
   state = state.replace(frozen=frozen)
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()

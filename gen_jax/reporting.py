@@ -7,7 +7,6 @@ import time
 
 import jax
 import numpy as np
-from clu import metrics as clu_metrics
 
 from gen_jax.errors import UserError
 
@@ -29,7 +28,7 @@ class MetricsLog:
   def __init__(self):
     self._pending: list[tuple[int, dict]] = []  # (step before the call, metrics [K])
     self.history: dict[int, dict[str, float]] = {}  # step -> host metrics, for tests and summaries
-    self._collection = None
+    self._sums: dict[str, tuple[float, int]] = {}  # metric -> (sum, count) since the last averages()
 
   def add(self, first_step: int, metrics: dict) -> None:
     self._pending.append((first_step, metrics))
@@ -51,22 +50,16 @@ class MetricsLog:
               f'Non-finite metrics at step {step}: {bad}. Training stopped; these params were not checkpointed '
               f'({where}). Try a lower --config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.')
         self.history[step] = row
-      collection = _average_collection(values)
-      self._collection = collection if self._collection is None else self._collection.merge(collection)
+      for k, v in values.items():  # float64 sums on the host (clu's Average ran ~10 tiny jits to compile)
+        total, count = self._sums.get(k, (0.0, 0))
+        self._sums[k] = (total + float(np.sum(v, dtype=np.float64)), count + v.size)
     self._pending = []
 
   def averages(self) -> dict[str, float]:
     """Mean of every metric since the last call; resets the average."""
-    if self._collection is None:
-      return {}
-    result = {k: float(v) for k, v in self._collection.compute().items()}
-    self._collection = None
+    result = {k: total / count for k, (total, count) in self._sums.items()}
+    self._sums = {}
     return result
-
-
-def _average_collection(values: dict[str, np.ndarray]):
-  cls = clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in values})
-  return cls.single_from_model_output(**values)
 
 
 class ProgressLine:
@@ -75,10 +68,11 @@ class ProgressLine:
   def __init__(self, total_steps: int, global_batch_size: int, start_step: int):
     self.total_steps, self.batch = total_steps, global_batch_size
     self._last_step, self._last_time = start_step, time.perf_counter()
+    self.steps_per_s = 0.0  # over the last interval formatted (also written to TensorBoard)
 
   def format(self, step: int, metrics: dict[str, float]) -> str:
     now = time.perf_counter()
-    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    rate = self.steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = (self.total_steps - step) / rate if rate > 0 else float('inf')
     shown = '  '.join(f'{k} {v:.4g}' for k, v in metrics.items())

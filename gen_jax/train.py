@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 from absl import logging
-from clu import parameter_overview, periodic_actions
+from clu import parameter_overview
 
 from gen_jax import compiler, images, parallel, provenance
 from gen_jax import workdir as workdir_lib
@@ -75,8 +75,8 @@ class Trainer:
                                     self.family.batches_per_step, **self.data_options)
     self.replicated = parallel.replicated(self.mesh)
     self.frozen = jax.device_put(self.family.frozen(), self.replicated)
-    self._init = compiler.jit(functools.partial(self.family.init, image_shape=tuple(self.source.image_shape)),
-                              out_shardings=self.replicated)
+    self._init = compiler.jit_once(functools.partial(self.family.init, image_shape=tuple(self.source.image_shape)),
+                                   out_shardings=self.replicated)
     self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh, self.family.batches_per_step)
     self._sample = compiler.jit(self.family.sample, static_argnums=2, out_shardings=self.replicated)
     self.eval_data = self._eval_dataset() if config.eval_every else None
@@ -148,7 +148,6 @@ class Trainer:
       print(parameter_overview.get_parameter_overview(state.params), flush=True)
     log = MetricsLog()
     progress = ProgressLine(config.total_steps, config.global_batch_size, step)
-    report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
     last_saved = checkpointer.latest_step()
     started = time.time()  # + the wall time recorded at the checkpoint this run resumed from
     earlier = (provenance.train_seconds_at(self.workdir, last_saved) or 0.0) if last_saved is not None else 0.0
@@ -168,15 +167,15 @@ class Trainer:
         state, metrics = self._step(state, batch)
         log.add(step, metrics)
         step += config.steps_per_call
-        report(step, time.time())
         for hook in hooks:
           hook(step)
         if step % config.log_every == 0 or step == config.total_steps:
           log.flush(last_saved)
           averages = log.averages()
-          writer.write_scalars(step, averages)
+          line = progress.format(step, averages)
+          writer.write_scalars(step, {**averages, 'steps_per_sec': progress.steps_per_s})
           if jax.process_index() == 0:
-            print(progress.format(step, averages), flush=True)
+            print(line, flush=True)
         if self.family.generative and (step % config.sample_every == 0 or step == config.total_steps):
           self.write_samples(writer, state, step)
         if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):

@@ -1,9 +1,9 @@
 """Every file under a run's workdir goes through here: a local directory or `gs://bucket/...` alike.
 
 A TPU pod's hosts share no disk, so real jobs write to Cloud Storage. Paths are `etils.epath` objects (gs:// through
-`tf.io.gfile` when TensorFlow is installed, else gcsfs); Orbax's array data goes through TensorStore's own gcs
-driver, TensorBoard events through TensorFlow. Local paths are made absolute (Orbax needs it); remote ones are
-left exactly as given.
+`tf.io.gfile` when TensorFlow is installed, else gcsfs), TensorBoard events included (gen_jax.summary_writer);
+Orbax's array data goes through TensorStore's own gcs driver. Local paths are made absolute (Orbax needs it);
+remote ones are left exactly as given.
 """
 
 from __future__ import annotations
@@ -52,17 +52,8 @@ def read_json(p) -> Any:
   return json.loads(epath.Path(p).read_text())
 
 
-def tensorboard_dir(p) -> str:
-  """Where TensorBoard events for `p` are written (the same place; tests of gs:// workdirs redirect it, since
-  TensorFlow's GCS client cannot be pointed at an emulator)."""
-  return os.fspath(p)
-
-
 def create_writer(p, just_logging: bool = False):
-  """clu's default writer (TensorBoard + log, asynchronous) for directory `p`, built here because
-  `create_default_writer` re-parses the path with epath, which knows no TensorFlow-only schemes (ram://)."""
-  from clu import metric_writers
-  writers = [metric_writers.LoggingWriter()]
-  if not just_logging:
-    writers.append(metric_writers.SummaryWriter(tensorboard_dir(p)))
-  return metric_writers.AsyncMultiWriter(writers)
+  """The metric writer for directory `p`: TensorBoard event files (gen_jax.summary_writer, no TensorFlow) + the
+  log; `just_logging` (processes other than 0) writes no files."""
+  from gen_jax import summary_writer
+  return summary_writer.LoggingOnlyWriter() if just_logging else summary_writer.EventWriter(p)

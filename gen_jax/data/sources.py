@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib.util
 import os
 import socket
 import zlib
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gen_jax import tf_setup
 from gen_jax.data.captions import DIGIT_NAMES
 from gen_jax.errors import UserError
 
@@ -83,21 +85,36 @@ def load_split(data_config, split: str) -> tuple[np.ndarray, np.ndarray]:
 DIGITS_TEST_SIZE = 297  # the last 297 images are held out as 'test'; 'train' has the first 1500
 
 
+def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits as (images [1797 8 8] float64 0..16, labels [1797]): `load_digits()`'s arrays, read
+  from the CSV inside the wheel without importing sklearn (whose import took ~0.8 s of a 1-step run)."""
+  spec = importlib.util.find_spec('sklearn')
+  if spec is None or not spec.submodule_search_locations:
+    raise UserError('data.source=digits reads scikit-learn\'s embedded digits: pip install scikit-learn.')
+  csv = os.path.join(spec.submodule_search_locations[0], 'datasets', 'data', 'digits.csv.gz')
+  if not os.path.exists(csv):  # a future layout: fall back to the public API
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    return digits.images, digits.target
+  with gzip.open(csv, 'rt') as f:
+    data = np.loadtxt(f, delimiter=',')
+  return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
 def _digits_source(data_config) -> ImageSource:
   from PIL import Image
-  from sklearn.datasets import load_digits
 
-  digits = load_digits()
+  digit_images, digit_labels = load_sklearn_digits()
   size = int(data_config.image_size)
   if size < 8:
     raise UserError(f'data.image_size={size} is too small for the 8x8 digits; use 8 or more (default 16).')
   # Originals are 0..16 intensities; scale to 0..255 then resize bilinearly (PIL works on float32 'F' images).
   images = []
-  for image in digits.images.astype(np.float32) * (255.0 / 16.0):
+  for image in digit_images.astype(np.float32) * (255.0 / 16.0):
     resized = np.asarray(Image.fromarray(image, mode='F').resize((size, size), Image.BILINEAR))
     images.append(np.clip(np.rint(resized), 0, 255).astype(np.uint8))
   images = np.stack(images)[..., None]
-  labels = digits.target.astype(np.int32)
+  labels = digit_labels.astype(np.int32)
   split = _split_slice(data_config.split, len(images) - DIGITS_TEST_SIZE, len(images), 'digits')
   return ImageSource(images[split], labels[split], MNIST_CLASSES, (size, size, 1))
 
@@ -202,6 +219,7 @@ def _tfds_source(data_config) -> ImageSource:
                       f'(no network). Prepare it where there is network with {build_cmd} and point '
                       f'--config.data.tfds_data_dir at it, or use --config.data.source=digits (embedded) or '
                       f'--config.data.source=idx (local MNIST-format files).')
+    tf_setup.hide_gpus_from_tensorflow(import_it=True)  # preparing runs TensorFlow
     builder.download_and_prepare(file_format='array_record')
   split_names = list(builder.info.splits.keys())
   if data_config.split not in split_names:

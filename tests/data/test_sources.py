@@ -12,6 +12,8 @@ from gen_jax.data import sources
 from gen_jax.data.sources import FASHION_MNIST_CLASSES, MNIST_CLASSES, ImageSource, make_source, read_idx
 from gen_jax.errors import UserError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 
 
@@ -84,6 +86,22 @@ def test_digits_all_split_is_train_then_test():
   assert len(everything) == 1797
   np.testing.assert_array_equal(everything.images, np.concatenate([train.images, test.images]))
   np.testing.assert_array_equal(everything.labels, np.concatenate([train.labels, test.labels]))
+
+
+def test_embedded_digits_are_read_exactly_as_sklearn_loads_them_without_importing_it():
+  import subprocess
+  import sys
+
+  from sklearn.datasets import load_digits
+
+  from gen_jax.data.sources import load_sklearn_digits
+  images, labels = load_sklearn_digits()
+  digits = load_digits()
+  np.testing.assert_array_equal(images, digits.images)
+  np.testing.assert_array_equal(labels, digits.target)
+  code = ('import sys; from gen_jax.data.sources import load_sklearn_digits; load_sklearn_digits(); '
+          'assert "sklearn" not in sys.modules')
+  subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
 
 
 def test_digits_native_size_is_the_scaled_originals():

@@ -1,0 +1,104 @@
+"""Start-up cost of a short training run, against a bare `import jax` plus one jitted op on the same machine.
+
+  python benchmarks/startup.py [--config configs/gan_mlp_digits.py] [--steps 1] [--repeats 3]
+
+Each figure is the median of --repeats fresh processes (no persistent XLA cache: every compile is cold). Then one
+instrumented run in this process prints where the time goes: imports, JAX tracing / MLIR lowering / XLA compiles
+(from `jax.monitoring`'s duration events), the rest of train(). Prints readable lines, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BARE_JAX = 'import jax, jax.numpy as jnp; jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()'
+# jax.monitoring event -> row of the breakdown
+COMPILE_EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'JAX tracing (jaxprs)',
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lowering to MLIR',
+                  '/jax/core/compile/backend_compile_duration': 'XLA compiles'}
+
+
+def wall_seconds(argv: list[str], env: dict) -> float:
+  start = time.perf_counter()
+  subprocess.run(argv, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  return time.perf_counter() - start
+
+
+def run_command(config: str, steps: int, workdir: str) -> list[str]:
+  return [sys.executable, 'main.py', '--config', config, '--workdir', workdir, f'--config.total_steps={steps}']
+
+
+def timed_processes(args, env) -> dict[str, float]:
+  bare, runs = [], []
+  for _ in range(args.repeats):
+    bare.append(wall_seconds([sys.executable, '-c', BARE_JAX], env))
+    with tempfile.TemporaryDirectory() as workdir:
+      runs.append(wall_seconds(run_command(args.config, args.steps, workdir), env))
+  return {'bare_jax_s': statistics.median(bare), 'run_s': statistics.median(runs)}
+
+
+def breakdown(args) -> dict[str, float]:
+  """One run inside this process; durations in seconds per row."""
+  rows, counts, per_program = collections.Counter(), collections.Counter(), collections.Counter()
+  start = time.perf_counter()
+  import jax
+  rows['import jax'] = time.perf_counter() - start
+
+  def on_duration(event: str, duration: float, fun_name: str = '?', **kwargs) -> None:
+    del kwargs
+    if event in COMPILE_EVENTS:
+      rows[COMPILE_EVENTS[event]] += duration
+      counts[COMPILE_EVENTS[event]] += 1
+      if event.endswith('backend_compile_duration'):
+        per_program[fun_name] += duration
+
+  jax.monitoring.register_event_duration_secs_listener(on_duration)
+  t = time.perf_counter()
+  from gen_jax import train as train_lib
+  rows['other imports (gen_jax, flax, optax, orbax, grain, ...)'] = time.perf_counter() - t
+  config = importlib.import_module(args.config.removesuffix('.py').replace('/', '.')).get_config()
+  config.total_steps = args.steps
+  t = time.perf_counter()
+  with tempfile.TemporaryDirectory() as workdir:
+    train_lib.train(config, workdir)
+  train_s = time.perf_counter() - t
+  rows['rest of train(): data, running, checkpoint, files'] = train_s - sum(rows[r] for r in COMPILE_EVENTS.values())
+  return dict(rows), dict(counts), dict(per_program)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', default='configs/gan_mlp_digits.py')
+  parser.add_argument('--steps', type=int, default=1)
+  parser.add_argument('--repeats', type=int, default=3)
+  args = parser.parse_args()
+  env = {k: v for k, v in os.environ.items() if not k.startswith('JAX_COMPILATION_CACHE')}
+  sys.path.insert(0, ROOT)
+  os.chdir(ROOT)
+  times = timed_processes(args, env)
+  ratio = times['run_s'] / times['bare_jax_s']
+  print(f'bare `import jax` + one jitted op: {times["bare_jax_s"]:.2f} s;  `main.py --config {args.config} '
+        f'--config.total_steps={args.steps}`: {times["run_s"]:.2f} s  ->  {ratio:.1f}x  (median of {args.repeats})')
+  rows, counts, per_program = breakdown(args)
+  print('where one run\'s time goes (in-process, so Python start-up and main.py\'s flag parsing are not in it):')
+  for row, seconds in rows.items():
+    print(f'  {row:<55} {seconds:6.2f} s' + (f'  ({counts[row]} programs)' if row in counts else ''))
+  print('  XLA compile per program: ' + ', '.join(f'{name} {seconds:.2f} s' for name, seconds in
+                                                  sorted(per_program.items(), key=lambda kv: -kv[1])))
+  print(json.dumps({'config': args.config, 'steps': args.steps, **times, 'ratio': round(ratio, 2),
+                    'breakdown_s': {k: round(v, 3) for k, v in rows.items()}, 'programs': counts,
+                    'compile_s_per_program': {k: round(v, 3) for k, v in per_program.items()}}))
+
+
+if __name__ == '__main__':
+  main()
