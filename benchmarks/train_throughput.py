@@ -65,6 +65,8 @@ def main(argv):
   compiled = step.lower(state, device_batch).compile()
   compile_s = time.perf_counter() - t0
   flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
+  memory = compiled.memory_analysis()  # XLA's buffer assignment: what the step needs beyond its arguments
+  temp_mib = getattr(memory, 'temp_size_in_bytes', 0) / 2**20
   state, metrics = compiled(state, device_batch)
   jax.block_until_ready(metrics)
   calls = max(1, FLAGS.steps // k)
@@ -79,10 +81,15 @@ def main(argv):
             'compile_s': round(compile_s, 3), 'step_ms': round(1000 / steps_per_s, 3),
             'steps_per_s': round(steps_per_s, 3), 'images_per_s': round(steps_per_s * batch, 1),
             'gflop_per_step': round(flops / k / 1e9, 3),
-            'achieved_gflops': round(flops / k / 1e9 * steps_per_s, 2)}
+            'achieved_gflops': round(flops / k / 1e9 * steps_per_s, 2), 'temp_mib': round(temp_mib, 1),
+            'remat': bool(config.get('remat', False)), 'dtype': config.model.get('dtype', 'float32')}
+  stats = jax.local_devices()[0].memory_stats()  # None on the CPU
+  if stats and 'peak_bytes_in_use' in stats:
+    result['peak_device_mib'] = round(stats['peak_bytes_in_use'] / 2**20, 1)
   print(f"{result['platform']} x{result['devices']}  batch {batch}  {shape}: compile {compile_s:.2f} s, "
         f"{result['step_ms']:.1f} ms/step, {steps_per_s:.2f} steps/s, {result['images_per_s']:.0f} img/s, "
-        f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis)")
+        f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis), temp buffers {temp_mib:.0f} MiB"
+        + (f", peak device memory {result['peak_device_mib']:.0f} MiB" if 'peak_device_mib' in result else ''))
   print(json.dumps(result))
   if FLAGS.profile_top:
     from op_profile import print_op_profile

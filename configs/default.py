@@ -84,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.classifier = ml_collections.ConfigDict()
   config.classifier.cache_dir = ''  # '' = $XDG_CACHE_HOME/gen_jax/classifier; trained once per dataset, then reused
 
+  config.remat = False  # DDPM-family UNets: recompute each block in the backward pass (less memory, same result)
   config.compilation_cache_dir = ''  # '' = no persistent XLA cache; 'workdir' = <workdir>/xla_cache
 
   return config

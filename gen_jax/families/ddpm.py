@@ -38,7 +38,7 @@ class DDPMFamily(Family):
       self.diffusion = GaussianDiffusion.create(d.schedule, d.num_timesteps)
     except ValueError as e:
       raise UserError(f'Bad diffusion config: {e}') from None
-    self.model = UNet(**self._unet_kwargs(m))
+    self.model = UNet(**self._unet_kwargs(m), remat=bool(config.remat))
     self.optimizer = make_optimizer(config.optim, config.total_steps)
 
   @staticmethod

@@ -50,7 +50,8 @@ class TextDDPMFamily(Captioned, DDPMFamily):
     widths = sorted({m.ch * mult for mult in m.ch_mult})
     if m.cross_attn_heads < 1 or any(w % m.cross_attn_heads for w in widths):
       raise UserError(f'model.cross_attn_heads={m.cross_attn_heads} must divide every UNet width {widths}.')
-    return UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None)
+    return UNet(**self._unet_kwargs(m), cross_attn_heads=m.cross_attn_heads, context_dim=m.context_dim or None,
+                remat=bool(self.config.remat))
 
   def checkpoint_metadata(self):
     return {**super().checkpoint_metadata(), 'text_encoder': self.config.text.encoder}

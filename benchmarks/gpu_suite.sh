@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every GPU figure of README's performance section in one prepared run (~8 min on one H100/H200), so a lent
+# machine's device time covers a run and a rerun. Each line is one benchmark's readable output + its JSON line.
+#
+#   bash benchmarks/gpu_suite.sh            # on the GPU machine (python3 with jax[cuda], flax, optax, ...)
+#   bash benchmarks/gpu_suite.sh --smoke    # tiny shapes, a few steps, any backend: checks the suite runs (tests)
+#
+# Env: PY (python, default python3 or .venv/bin/python), OLD (a checkout of older gen_jax: its train-step figures
+# are printed beside the current ones, same machine, same call), PEERS (a copy of ../shared/peers: PyTorch peers).
+# Sections: 1 ddpm_cifar training at batch 128, float32 vs the bfloat16 policy, remat peak memory; 2 its step's
+# cold and cached compile; 3 DDIM-50 sampling throughput -> minutes for 50k FID samples; 4 the input pipeline
+# alone against 6000 img/s; 5 steps_per_call K=1 vs K=8 on the small configs; 6 PyTorch peers.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+failures=0
+j() {  # one benchmark: its last two lines (readable + JSON); a failure is reported and counted, the suite goes on
+  local title=$1; shift
+  echo "== $title"
+  local out; out=$(timeout "${LIMIT:-300}" "$PY" "$@" 2>&1); local rc=$?
+  if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): $PY $*"; echo "$out" | tail -5; failures=$((failures + 1)); return; fi
+  echo "$out" | grep -v '^\s*$' | tail -2
+}
+
+if [ $SMOKE = 1 ]; then
+  CIFAR=(--config configs/ddpm_cifar.py --config.model.ch=8 '--config.model.ch_mult=(1,)' --config.model.num_groups=4
+         --config.model.num_res_blocks=1
+         '--config.model.attn_resolutions=(4,)' --image_shape 8,8,3)
+  B=8; STEPS=2; SAMPLE_BATCH=8; IMAGES=512; PIPE_BATCHES=5; K=2
+  SMALL=(--config.global_batch_size=8 --image_shape 8,8,1)
+  SMALL_CONFIGS="gan_mlp_digits"
+else
+  CIFAR=(--config configs/ddpm_cifar.py --image_shape 32,32,3)
+  B=128; STEPS=30; SAMPLE_BATCH=1000; IMAGES=50000; PIPE_BATCHES=200; K=8
+  SMALL=()
+  SMALL_CONFIGS="ddpm_digits dcgan_digits gan_mlp_digits vae_digits"
+fi
+TRAIN=(benchmarks/train_throughput.py "${CIFAR[@]}" --config.global_batch_size=$B --steps $STEPS)
+"$PY" -c 'import jax; print("==", jax.devices()[0].device_kind, "x", jax.device_count(), "jax", jax.__version__)'
+
+echo "## 1. ddpm_cifar training, batch $B (float32 = TF32 convs on GPUs by default; bfloat16 = the mixed policy)"
+j "float32" "${TRAIN[@]}"
+j "bfloat16 compute, float32 params / norms / softmax / loss" "${TRAIN[@]}" --config.model.dtype=bfloat16
+j "float32, config.remat (per-block nn.remat): peak memory" "${TRAIN[@]}" --config.remat=True
+if [ -n "${OLD:-}" ]; then
+  (cd "$OLD" && j "OLD code ($OLD) float32, same call" "${TRAIN[@]}")
+fi
+
+echo "## 2. compile of the ddpm_cifar step: cold, then from the persistent cache"
+cache=$(mktemp -d)
+j "cold" "${TRAIN[@]}" --steps 1 --compilation_cache_dir "$cache"
+j "cached" "${TRAIN[@]}" --steps 1 --compilation_cache_dir "$cache"
+rm -rf "$cache"
+
+echo "## 3. DDIM-50 sampling (one compiled lax.scan, sharded over all devices): 50k FID samples take 50000 / img/s"
+j "ddim 50 steps, batch $SAMPLE_BATCH" benchmarks/sample_throughput.py "${CIFAR[@]}" --config.sampler.name=ddim \
+    --config.sampler.steps=50 --batch $SAMPLE_BATCH --repeats 1
+
+echo "## 4. input pipeline alone (grain, uint8 32x32x3, random flips) against the 6000 img/s target"
+j "grain" benchmarks/input_throughput.py --images $IMAGES --batch $B --batches $PIPE_BATCHES
+
+echo "## 5. steps_per_call: K steps per compiled call (host dispatch amortised) on the small configs"
+for c in $SMALL_CONFIGS; do
+  j "$c K=1" benchmarks/train_throughput.py --config configs/$c.py "${SMALL[@]}" --steps $((4 * K))
+  j "$c K=$K" benchmarks/train_throughput.py --config configs/$c.py "${SMALL[@]}" --steps $((4 * K)) \
+      --config.steps_per_call=$K
+done
+
+if [ -n "${PEERS:-}" ] && [ $SMOKE = 0 ]; then
+  echo "## 6. PyTorch peers on the same GPU"
+  wrapper=$PWD/benchmarks/peer_on_cuda.py
+  (cd "$PEERS" && for args in "--skip-sampling --batch 128" "--skip-sampling --batch 16"; do
+     echo "== torch_ddpm_unet_bench.py $args"; timeout 300 "$PY" "$wrapper" torch_ddpm_unet_bench.py $args 2>&1 \
+         | grep -vE '^\s|^$' | tail -6
+   done)
+fi
+echo "== suite finished: $failures failure(s)"
+exit $((failures > 0))
