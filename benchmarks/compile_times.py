@@ -1,0 +1,73 @@
+"""Cold compile time of each family's init and train step (no persistent cache), for the digits configs.
+
+  python benchmarks/compile_times.py [--root DIR] [configs/vae_digits.py ...]
+
+--root imports gen_jax and configs from another checkout (e.g. `git worktree add /tmp/old <commit>`), so the
+same script measures old and new code on the same machine. Each config runs in a fresh process (jax caches
+compiled programs in-process). Prints one line per config, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+DEFAULT_CONFIGS = ['configs/vae_digits.py', 'configs/gan_mlp_digits.py', 'configs/dcgan_digits.py',
+                   'configs/wgan_gp_digits.py', 'configs/ddpm_digits.py', 'configs/ddpm_text_digits.py']
+
+ONE = r'''
+import importlib, json, sys, time
+sys.path.insert(0, ROOT)
+import jax, numpy as np
+sys.path.insert(0, ROOT + '/benchmarks')
+import synthetic
+from gen_jax import compiler, parallel
+from gen_jax.data import make_source
+from gen_jax.families import get_family
+config = importlib.import_module(CONFIG.removesuffix('.py').replace('/', '.')).get_config()
+mesh = parallel.make_mesh()
+family = get_family(config)
+shape = tuple(make_source(config.data).image_shape)
+frozen = jax.device_put(synthetic.bind_and_freeze(family, config), parallel.replicated(mesh))  # text: before init
+jit_init = getattr(compiler, 'jit_once', compiler.jit)  # older trees compile init like the step
+init = jit_init(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))
+t = time.perf_counter(); lowered = init.lower(jax.random.PRNGKey(0)); init_trace = time.perf_counter() - t
+t = time.perf_counter(); compiled_init = lowered.compile(); init_compile = time.perf_counter() - t
+state = compiled_init(jax.random.PRNGKey(0))
+state = state.replace(frozen=frozen)
+batch = parallel.to_global_batch(synthetic.host_batch(family, np.random.default_rng(0), family.batches_per_step,
+                                                      config.global_batch_size, shape), mesh)
+step = parallel.make_sharded_train_step(family.train_step, mesh, family.batches_per_step)
+t = time.perf_counter(); lowered = step.lower(state, batch); step_trace = time.perf_counter() - t
+t = time.perf_counter(); lowered.compile(); step_compile = time.perf_counter() - t
+print(json.dumps({'config': CONFIG, 'init_trace_s': round(init_trace, 2), 'init_compile_s': round(init_compile, 2),
+                  'step_trace_s': round(step_trace, 2), 'step_compile_s': round(step_compile, 2)}))
+'''
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--root', default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  parser.add_argument('configs', nargs='*', default=DEFAULT_CONFIGS)
+  args = parser.parse_args()
+  root = os.path.abspath(args.root)
+  results = []
+  for config in args.configs:
+    code = f'ROOT = {root!r}; CONFIG = {config!r}\n' + ONE
+    run = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+    if run.returncode:
+      print(f'{config}: failed\n{run.stderr[-2000:]}')
+      continue
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    results.append(result)
+    print(f"{config:<32} init: trace {result['init_trace_s']:5.2f} s, compile {result['init_compile_s']:5.2f} s   "
+          f"step: trace + lower {result['step_trace_s']:5.2f} s, compile {result['step_compile_s']:5.2f} s")
+  print(json.dumps({'root': root, 'results': results}))
+
+
+if __name__ == '__main__':
+  main()
