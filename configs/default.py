@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- model (family-specific keys live in the experiment configs) -----------------------------------------
   config.model = ml_collections.ConfigDict()
   config.model.family = 'vae'
+  config.model.dtype = 'float32'  # computation dtype: 'bfloat16' = float32 params/norm stats/losses (gen_jax.precision)
 
   # --- optimisation ---------------------------------------------------------------------------------------
   config.optim = ml_collections.ConfigDict()

@@ -14,8 +14,8 @@ from gen_jax.families import register
 from gen_jax.families.base import Family, Metrics, TrainState
 from gen_jax.models.unet import UNet
 from gen_jax.optim import make_optimizer
+from gen_jax.precision import compute_dtype
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 EVAL_KEY = 0x3E7A1  # eval t/noise come from their own stream, the same at every evaluation
 
 
@@ -28,8 +28,7 @@ class DDPMFamily(Family):
   def __init__(self, config):
     super().__init__(config)
     m, d, s = config.model, config.diffusion, config.sampler
-    if m.dtype not in DTYPES:
-      raise UserError(f'Unknown model.dtype {m.dtype!r}; use one of {sorted(DTYPES)}.')
+    compute_dtype(m)
     if d.prediction not in ('eps', 'x0', 'v'):
       raise UserError(f"Unknown diffusion.prediction {d.prediction!r}; use 'eps', 'x0' or 'v'.")
     if s.name not in ('ddpm', 'ddim'):
@@ -45,7 +44,7 @@ class DDPMFamily(Family):
   def _unet_kwargs(m) -> dict:
     return dict(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                 attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, num_groups=m.num_groups,
-                dtype=DTYPES[m.dtype])
+                dtype=compute_dtype(m))
 
   def init(self, rng, image_shape):
     self.image_shape = tuple(image_shape)  # sample() needs it; the loop always calls init (or eval_shape of it)

@@ -18,6 +18,7 @@ from gen_jax.families import register
 from gen_jax.families.base import Family, Metrics, TrainState
 from gen_jax.models import dcgan, mlp_gan, resnet_gan
 from gen_jax.optim import make_optimizer
+from gen_jax.precision import compute_dtype
 
 G, D = 'generator', 'discriminator'
 
@@ -28,16 +29,18 @@ def build_networks(model_config, image_shape, axis_name, double_backward: bool =
   `double_backward`: the loss differentiates D's input gradient (gradient penalty); picks conv forms for that.
   """
   m = model_config
+  dtype = compute_dtype(m)  # the mixed-precision policy (gen_jax.precision)
   generators = {
-      'dcgan': lambda: dcgan.DCGANGenerator(image_shape, m.latent_dim, m.ngf, bn_axis_name=axis_name),
-      'mlp': lambda: mlp_gan.MLPGenerator(image_shape, m.latent_dim, bn_axis_name=axis_name),
-      'resnet': lambda: resnet_gan.ResNetGenerator(image_shape, m.latent_dim, m.ngf, bn_axis_name=axis_name),
+      'dcgan': lambda: dcgan.DCGANGenerator(image_shape, m.latent_dim, m.ngf, bn_axis_name=axis_name, dtype=dtype),
+      'mlp': lambda: mlp_gan.MLPGenerator(image_shape, m.latent_dim, bn_axis_name=axis_name, dtype=dtype),
+      'resnet': lambda: resnet_gan.ResNetGenerator(image_shape, m.latent_dim, m.ngf, bn_axis_name=axis_name,
+                                                   dtype=dtype),
   }
   discriminators = {
       'dcgan': lambda: dcgan.DCGANDiscriminator(m.ndf, m.d_norm, bn_axis_name=axis_name,
-                                                double_backward=double_backward),
-      'mlp': lambda: mlp_gan.MLPDiscriminator(dropout=m.d_dropout),
-      'resnet': lambda: resnet_gan.ResNetCritic(m.ndf),
+                                                double_backward=double_backward, dtype=dtype),
+      'mlp': lambda: mlp_gan.MLPDiscriminator(dropout=m.d_dropout, dtype=dtype),
+      'resnet': lambda: resnet_gan.ResNetCritic(m.ndf, dtype=dtype),
   }
   if m.generator not in generators or m.discriminator not in discriminators:
     raise UserError(f'Unknown GAN networks {m.generator!r}/{m.discriminator!r}: model.generator and '

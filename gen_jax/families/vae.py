@@ -14,6 +14,7 @@ from gen_jax.families import register
 from gen_jax.families.base import Family, Metrics, TrainState
 from gen_jax.models import vae as vae_model
 from gen_jax.optim import make_optimizer
+from gen_jax.precision import compute_dtype
 
 EVAL_KEY = 0x3E7A1  # eval noise comes from its own stream, the same at every evaluation
 
@@ -40,7 +41,7 @@ class VAEFamily(Family):
   def _build(self, image_shape):
     m = self.config.model
     self.model = vae_model.VAE(image_shape=tuple(image_shape), channels=tuple(m.channels),
-                               latent_dim=m.latent_dim, likelihood=m.likelihood)
+                               latent_dim=m.latent_dim, likelihood=m.likelihood, dtype=compute_dtype(m))
     return self.model
 
   def init(self, rng, image_shape):

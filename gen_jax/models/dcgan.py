@@ -12,6 +12,8 @@ BatchNorm with `bn_axis_name` set averages its batch statistics over that mapped
 
 from __future__ import annotations
 
+from typing import Any
+
 import einops
 import flax.linen as nn
 import jax
@@ -26,10 +28,11 @@ def scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def batch_norm(train: bool, axis_name: str | None, name: str | None = None) -> nn.BatchNorm:
-  """PyTorch's BatchNorm defaults (its momentum 0.1 is Flax's 0.9); stats over `axis_name` too when it is set."""
+def batch_norm(train: bool, axis_name: str | None, name: str | None = None, dtype: Any = None) -> nn.BatchNorm:
+  """PyTorch's BatchNorm defaults (its momentum 0.1 is Flax's 0.9); stats over `axis_name` too when it is set.
+  Statistics are computed in float32 whatever `dtype` (flax's force_float32_reductions)."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name,
-                      scale_init=scale_init, name=name)
+                      scale_init=scale_init, dtype=dtype, name=name)
 
 
 # Base map size per supported image size: each further layer doubles it.
@@ -54,6 +57,7 @@ class DCGANGenerator(nn.Module):
   latent_dim: int = 100
   ngf: int = 64
   bn_axis_name: str | None = None
+  dtype: Any = jnp.float32  # computation dtype; params and BatchNorm statistics stay float32
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
@@ -61,15 +65,17 @@ class DCGANGenerator(nn.Module):
     doublings = num_doublings(self.image_shape[:2])
     base = BASE_SIZE[height]
     features = self.ngf * 2 ** (doublings - 1)
+    dtype = self.dtype
     # A bias-free Dense to a base map is the paper's 4x4 transposed conv from a 1x1 map (same weights, same count).
-    h = nn.Dense(base * base * features, use_bias=False, kernel_init=weight_init, name='project')(z)
+    h = nn.Dense(base * base * features, use_bias=False, kernel_init=weight_init, dtype=dtype, name='project')(
+        z.astype(dtype))
     h = einops.rearrange(h, 'b (h w c) -> b h w c', h=base, w=base)
-    h = nn.relu(batch_norm(train, self.bn_axis_name, 'project_bn')(h))
+    h = nn.relu(batch_norm(train, self.bn_axis_name, 'project_bn', dtype)(h))
     for i in range(doublings - 1):
       features //= 2
-      h = UpConv4x4(features, kernel_init=weight_init, name=f'up_{i}')(h)
-      h = nn.relu(batch_norm(train, self.bn_axis_name, f'up_{i}_bn')(h))
-    h = UpConv4x4(channels, kernel_init=weight_init, name='out')(h)
+      h = UpConv4x4(features, kernel_init=weight_init, dtype=dtype, name=f'up_{i}')(h)
+      h = nn.relu(batch_norm(train, self.bn_axis_name, f'up_{i}_bn', dtype)(h))
+    h = UpConv4x4(channels, kernel_init=weight_init, dtype=dtype, name='out')(h)
     return jnp.tanh(h).astype(jnp.float32)
 
 
@@ -84,6 +90,7 @@ class DCGANDiscriminator(nn.Module):
   norm: str = 'batch'
   bn_axis_name: str | None = None
   double_backward: bool = False  # True when a loss differentiates D's input gradient (WGAN-GP): see DownConv4x4
+  dtype: Any = jnp.float32  # computation dtype; params and norm statistics stay float32, logits are float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -92,15 +99,17 @@ class DCGANDiscriminator(nn.Module):
     # 64x64 takes a fourth conv (8ndf); 28x28 and 32x32 stop at 4ndf.
     layers = 4 if num_doublings(x.shape[1:3]) == 4 else 3
     use_bias = self.norm != 'batch'
-    h = x
+    dtype = self.dtype
+    h = x.astype(dtype)
     for i in range(layers):
-      h = DownConv4x4(self.ndf * 2 ** i, use_bias, weight_init, self.double_backward, name=f'down_{i}')(h)
+      h = DownConv4x4(self.ndf * 2 ** i, use_bias, weight_init, self.double_backward, dtype, name=f'down_{i}')(h)
       if i > 0 and self.norm == 'batch':
-        h = batch_norm(train, self.bn_axis_name, f'down_{i}_bn')(h)
+        h = batch_norm(train, self.bn_axis_name, f'down_{i}_bn', dtype)(h)
       elif i > 0 and self.norm == 'layer':
-        h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), feature_axes=-1, name=f'down_{i}_ln')(h)
+        h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=dtype,
+                         name=f'down_{i}_ln')(h)
       h = nn.leaky_relu(h, 0.2)
     # A Dense over the whole remaining map is the paper's final conv whose kernel covers it (4x4, or 3x3 for 28x28).
     h = einops.rearrange(h, 'b h w c -> b (h w c)')
-    logits = nn.Dense(1, use_bias=use_bias, kernel_init=weight_init, name='out')(h)
+    logits = nn.Dense(1, use_bias=use_bias, kernel_init=weight_init, dtype=dtype, name='out')(h)
     return einops.rearrange(logits, 'b 1 -> b').astype(jnp.float32)

@@ -14,6 +14,8 @@ Shapes use einops names: b batch, h w c image, z latent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import einops
 import flax.linen as nn
 import jax
@@ -25,10 +27,10 @@ he_init = nn.initializers.variance_scaling(2.0, 'fan_avg', 'uniform')
 glorot_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
 
 
-def _conv(features: int, name: str, kernel: int = 3, init=he_init) -> Conv:
+def _conv(features: int, name: str, kernel: int = 3, init=he_init, dtype: Any = None) -> Conv:
   # layers.Conv, not nn.Conv: XLA:CPU's kernel-gradient conv runs at ~4 GFLOP/s on AVX2 hosts (4.5 s for one
   # 3x3 128->128 conv at 64x32x32), and WGAN-GP takes it 5 times per critic step, twice over (penalty).
-  return Conv(features, (kernel, kernel), padding='SAME', kernel_init=init, name=name)
+  return Conv(features, (kernel, kernel), padding='SAME', kernel_init=init, dtype=dtype, name=name)
 
 
 def upsample(x: jax.Array) -> jax.Array:  # nearest-neighbour x2
@@ -43,16 +45,17 @@ class UpBlock(nn.Module):
   """[b h w c] -> [b 2h 2w ch]: BN ReLU upsample conv BN ReLU conv, plus upsample + 1x1 conv shortcut."""
   ch: int
   bn_axis_name: str | None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                   axis_name=self.bn_axis_name, name=name)
+                                   axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
     h = nn.relu(bn('bn1')(x))
-    h = _conv(self.ch, 'conv1')(upsample(h))
+    h = _conv(self.ch, 'conv1', dtype=self.dtype)(upsample(h))
     h = nn.relu(bn('bn2')(h))
-    h = _conv(self.ch, 'conv2')(h)
-    return _conv(self.ch, 'shortcut', kernel=1, init=glorot_init)(upsample(x)) + h
+    h = _conv(self.ch, 'conv2', dtype=self.dtype)(h)
+    return _conv(self.ch, 'shortcut', kernel=1, init=glorot_init, dtype=self.dtype)(upsample(x)) + h
 
 
 class CriticBlock(nn.Module):
@@ -60,14 +63,15 @@ class CriticBlock(nn.Module):
   conv as in the TF code); a plain block with equal channels keeps the identity."""
   ch: int
   down: bool
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = _conv(self.ch, 'conv1')(nn.relu(x))
-    h = _conv(self.ch, 'conv2')(nn.relu(h))
+    h = _conv(self.ch, 'conv1', dtype=self.dtype)(nn.relu(x))
+    h = _conv(self.ch, 'conv2', dtype=self.dtype)(nn.relu(h))
     shortcut = x
     if self.down or x.shape[-1] != self.ch:
-      shortcut = _conv(self.ch, 'shortcut', kernel=1, init=glorot_init)(x)
+      shortcut = _conv(self.ch, 'shortcut', kernel=1, init=glorot_init, dtype=self.dtype)(x)
     if self.down:
       h, shortcut = mean_pool(h), mean_pool(shortcut)
     return shortcut + h
@@ -79,19 +83,20 @@ class ResNetGenerator(nn.Module):
   latent_dim: int = 128
   ch: int = 128
   bn_axis_name: str | None = None
+  dtype: Any = jnp.float32  # computation dtype; params and BatchNorm statistics stay float32
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
     height, width, channels = self.image_shape
     if (height, width) != (32, 32):
       raise ValueError(f'ResNetGenerator supports 32x32 images only; got {height}x{width}')
-    h = nn.Dense(4 * 4 * self.ch, kernel_init=glorot_init, name='project')(z)
+    h = nn.Dense(4 * 4 * self.ch, kernel_init=glorot_init, dtype=self.dtype, name='project')(z.astype(self.dtype))
     h = einops.rearrange(h, 'b (h w c) -> b h w c', h=4, w=4)
     for i in range(3):  # 4 -> 8 -> 16 -> 32
-      h = UpBlock(self.ch, self.bn_axis_name, name=f'up_{i}')(h, train)
+      h = UpBlock(self.ch, self.bn_axis_name, self.dtype, name=f'up_{i}')(h, train)
     h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=self.bn_axis_name,
-                     name='out_bn')(h)
-    h = _conv(channels, 'out', init=glorot_init)(nn.relu(h))
+                     dtype=self.dtype, name='out_bn')(h)
+    h = _conv(channels, 'out', init=glorot_init, dtype=self.dtype)(nn.relu(h))
     return jnp.tanh(h).astype(jnp.float32)
 
 
@@ -101,17 +106,20 @@ class ResNetCritic(nn.Module):
   `train` is unused (no BatchNorm, no dropout): it keeps the interface of the other discriminators.
   """
   ch: int = 128
+  dtype: Any = jnp.float32  # computation dtype; params stay float32, scores are float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     del train
+    dtype = self.dtype
+    x = x.astype(dtype)
     # Optimised first block: conv ReLU conv mean-pool; shortcut mean-pool then 1x1 conv (cheaper on c channels).
-    h = _conv(self.ch, 'block_0_conv1')(x)
-    h = mean_pool(_conv(self.ch, 'block_0_conv2')(nn.relu(h)))
-    h = h + _conv(self.ch, 'block_0_shortcut', kernel=1, init=glorot_init)(mean_pool(x))  # 16x16
-    h = CriticBlock(self.ch, down=True, name='block_1')(h)  # 8x8
-    h = CriticBlock(self.ch, down=False, name='block_2')(h)
-    h = CriticBlock(self.ch, down=False, name='block_3')(h)
+    h = _conv(self.ch, 'block_0_conv1', dtype=dtype)(x)
+    h = mean_pool(_conv(self.ch, 'block_0_conv2', dtype=dtype)(nn.relu(h)))
+    h = h + _conv(self.ch, 'block_0_shortcut', kernel=1, init=glorot_init, dtype=dtype)(mean_pool(x))  # 16x16
+    h = CriticBlock(self.ch, down=True, dtype=dtype, name='block_1')(h)  # 8x8
+    h = CriticBlock(self.ch, down=False, dtype=dtype, name='block_2')(h)
+    h = CriticBlock(self.ch, down=False, dtype=dtype, name='block_3')(h)
     h = einops.reduce(nn.relu(h), 'b h w c -> b c', 'mean')
-    out = nn.Dense(1, kernel_init=glorot_init, name='out')(h)
+    out = nn.Dense(1, kernel_init=glorot_init, dtype=dtype, name='out')(h)
     return einops.rearrange(out, 'b 1 -> b').astype(jnp.float32)

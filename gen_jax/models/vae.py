@@ -6,7 +6,7 @@ h and w must be divisible by 2**len(channels); the decoder mirrors it with strid
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import einops
 import flax.linen as nn
@@ -24,15 +24,16 @@ MIN_LOG_SCALE = -7.0  # floor on the per-pixel log-scale: keeps the density fini
 class Encoder(nn.Module):
   channels: Sequence[int]
   latent_dim: int
+  dtype: Any = jnp.float32  # computation dtype; params and the returned statistics are float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:  # [b h w c] -> ([b z], [b z])
-    h = x
+    h = x.astype(self.dtype)
     for ch in self.channels:
-      h = nn.silu(Conv(ch, (3, 3), strides=(2, 2))(h))
-      h = nn.silu(Conv(ch, (3, 3))(h))
+      h = nn.silu(Conv(ch, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
+      h = nn.silu(Conv(ch, (3, 3), dtype=self.dtype)(h))
     h = einops.rearrange(h, 'b h w c -> b (h w c)')
-    stats = nn.Dense(2 * self.latent_dim)(h)
+    stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h).astype(jnp.float32)
     mean, log_var = jnp.split(stats, 2, axis=-1)
     return mean, log_var
 
@@ -41,17 +42,18 @@ class Decoder(nn.Module):
   channels: Sequence[int]
   image_shape: tuple[int, int, int]
   out_channels: int
+  dtype: Any = jnp.float32  # computation dtype; params and the output are float32
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:  # [b z] -> [b h w out_channels]
     height, width, _ = self.image_shape
     factor = 2 ** len(self.channels)
-    h = nn.Dense((height // factor) * (width // factor) * self.channels[-1])(z)
+    h = nn.Dense((height // factor) * (width // factor) * self.channels[-1], dtype=self.dtype)(z.astype(self.dtype))
     h = einops.rearrange(nn.silu(h), 'b (h w c) -> b h w c', h=height // factor, w=width // factor)
     for ch in reversed(self.channels):
-      h = nn.silu(ConvTranspose(ch, (3, 3), strides=(2, 2))(h))
-      h = nn.silu(Conv(ch, (3, 3))(h))
-    return Conv(self.out_channels, (3, 3))(h)
+      h = nn.silu(ConvTranspose(ch, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
+      h = nn.silu(Conv(ch, (3, 3), dtype=self.dtype)(h))
+    return Conv(self.out_channels, (3, 3), dtype=self.dtype)(h).astype(jnp.float32)
 
 
 class VAE(nn.Module):
@@ -60,15 +62,16 @@ class VAE(nn.Module):
   channels: Sequence[int] = (32, 64)
   latent_dim: int = 16
   likelihood: str = 'bernoulli'
+  dtype: Any = jnp.float32  # computation dtype (gen_jax.precision); the likelihood is computed in float32
 
   def setup(self):
     height, width, image_channels = self.image_shape
     factor = 2 ** len(self.channels)
     if height % factor or width % factor:
       raise ValueError(f'image size {height}x{width} must be divisible by 2**len(channels)={factor}')
-    self.encoder = Encoder(self.channels, self.latent_dim)
+    self.encoder = Encoder(self.channels, self.latent_dim, self.dtype)
     self.decoder = Decoder(self.channels, self.image_shape,
-                           LIKELIHOOD_PARAMS[self.likelihood] * image_channels)
+                           LIKELIHOOD_PARAMS[self.likelihood] * image_channels, self.dtype)
 
   def __call__(self, x: jax.Array, key: jax.Array):
     mean, log_var = self.encoder(x)
