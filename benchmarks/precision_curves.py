@@ -32,7 +32,8 @@ def main():
   (steps_a, a), (steps_b, b) = training_curve(args.reference, args.tag), training_curve(args.other, args.tag)
   if not a or steps_a != steps_b:
     sys.exit(f'error: the runs logged {args.tag!r} at different steps ({len(steps_a)} vs {len(steps_b)} points).')
-  print(f'{"step":>6}  {os.path.basename(args.reference.rstrip("/")):>12}  {os.path.basename(args.other.rstrip("/")):>12}')
+  names = [os.path.basename(run.rstrip('/')) for run in (args.reference, args.other)]
+  print(f'{"step":>6}  {names[0]:>12}  {names[1]:>12}')
   for step, x, y in zip(steps_a, a, b):
     print(f'{step:>6}  {x:12.5f}  {y:12.5f}')
   end_a, end_b = sum(a[-args.last:]) / len(a[-args.last:]), sum(b[-args.last:]) / len(b[-args.last:])

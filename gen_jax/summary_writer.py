@@ -70,8 +70,7 @@ class EventWriter:
     self._write_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    scalars = {key: float(value) for key, value in scalars.items()}
-    logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in scalars.items()))
+    scalars = _log_scalars(step, scalars)
     self._write_summary(step, [_value(key, 'scalars', types_pb2.DT_FLOAT, [], float_val=[v])
                                for key, v in scalars.items()])
 
@@ -118,6 +117,13 @@ class EventWriter:
       self._file = None
 
 
+def _log_scalars(step: int, scalars: Mapping[str, Any]) -> dict[str, float]:
+  """The scalars as floats, also logged at INFO (what clu's LoggingWriter did; shown with -v 0)."""
+  scalars = {key: float(value) for key, value in scalars.items()}
+  logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in scalars.items()))
+  return scalars
+
+
 def _value(tag: str, plugin: str, dtype, shape: list[int], **contents) -> summary_pb2.Summary.Value:
   """A summary value in the tensor form `tf.summary.{scalar,image,text}` write (what TensorBoard's plugins and
   its EventAccumulator's tensors read)."""
@@ -131,7 +137,7 @@ class LoggingOnlyWriter:
   """What processes other than 0 get: the same calls, scalars to the log only (one host writes the files)."""
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    logging.info('[%d] %s', step, ', '.join(f'{k}={float(v):.6g}' for k, v in scalars.items()))
+    _log_scalars(step, scalars)
 
   def write_images(self, step: int, images) -> None:
     del step, images
