@@ -9,7 +9,9 @@
 # are printed beside the current ones, same machine, same call), PEERS (a copy of ../shared/peers: PyTorch peers).
 # Sections: 1 ddpm_cifar training at batch 128, float32 vs the bfloat16 policy, remat peak memory; 2 its step's
 # cold and cached compile; 3 DDIM-50 sampling throughput -> minutes for 50k FID samples; 4 the input pipeline
-# alone against 6000 img/s; 5 steps_per_call K=1 vs K=8 on the small configs; 6 PyTorch peers.
+# alone against 6000 img/s; 5 steps_per_call K=1 vs K=8 on the small configs; 6 the layer forms (layers.py's
+# XLA:CPU forms vs plain lax, compiled in one process and timed alternately: B/A < 1 means lax is faster here and
+# layers.BY_BACKEND should say so for this backend); 7 PyTorch peers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
@@ -31,11 +33,14 @@ if [ $SMOKE = 1 ]; then
   B=8; STEPS=2; SAMPLE_BATCH=8; IMAGES=512; PIPE_BATCHES=5; K=2
   SMALL=(--config.global_batch_size=8 --image_shape 8,8,1)
   SMALL_CONFIGS="gan_mlp_digits"
+  UNET64=("${CIFAR[@]}"); DCGAN=(--config configs/dcgan_digits.py --config.global_batch_size=8); AB=(--rounds 1 --steps 1)
 else
   CIFAR=(--config configs/ddpm_cifar.py --image_shape 32,32,3)
   B=128; STEPS=30; SAMPLE_BATCH=1000; IMAGES=50000; PIPE_BATCHES=200; K=8
   SMALL=()
   SMALL_CONFIGS="ddpm_digits dcgan_digits gan_mlp_digits vae_digits"
+  UNET64=("${CIFAR[@]}" --config.model.ch=64 '--config.model.ch_mult=(1,2,2)' --config.global_batch_size=128)
+  DCGAN=(--config configs/dcgan_cifar.py --image_shape 32,32,3 --config.global_batch_size=64); AB=(--rounds 5 --steps 10)
 fi
 TRAIN=(benchmarks/train_throughput.py "${CIFAR[@]}" --config.global_batch_size=$B --steps $STEPS)
 "$PY" -c 'import jax; print("==", jax.devices()[0].device_kind, "x", jax.device_count(), "jax", jax.__version__)'
@@ -68,8 +73,12 @@ for c in $SMALL_CONFIGS; do
       --config.steps_per_call=$K
 done
 
+echo "## 6. layer forms: A = this backend's (layers.BY_BACKEND), B = plain lax convs / GroupNorm autodiff"
+j "UNet A/B forms=lax" benchmarks/ab_step.py "${UNET64[@]}" --b forms=lax "${AB[@]}"
+j "DCGAN A/B forms=lax" benchmarks/ab_step.py "${DCGAN[@]}" --b forms=lax "${AB[@]}"
+
 if [ -n "${PEERS:-}" ] && [ $SMOKE = 0 ]; then
-  echo "## 6. PyTorch peers on the same GPU"
+  echo "## 7. PyTorch peers on the same GPU"
   wrapper=$PWD/benchmarks/peer_on_cuda.py
   (cd "$PEERS" && for args in "--skip-sampling --batch 128" "--skip-sampling --batch 16"; do
      echo "== torch_ddpm_unet_bench.py $args"; timeout 300 "$PY" "$wrapper" torch_ddpm_unet_bench.py $args 2>&1 \

@@ -31,6 +31,7 @@ flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\
 flags.DEFINE_string('compilation_cache_dir', '', 'Persistent XLA cache dir: run twice for cold vs cached compile.')
 flags.DEFINE_integer('profile_top', 0, 'Also print the N most costly XLA ops (run with '
                      'XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true; see benchmarks/op_profile.py).')
+flags.DEFINE_string('hlo_out', '', 'Also write the compiled step\'s optimised HLO to this file.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -64,6 +65,9 @@ def main(argv):
   t0 = time.perf_counter()
   compiled = step.lower(state, device_batch).compile()
   compile_s = time.perf_counter() - t0
+  if FLAGS.hlo_out:
+    with open(FLAGS.hlo_out, 'w') as f:
+      f.write(compiled.as_text())
   flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
   memory = compiled.memory_analysis()  # XLA's buffer assignment: what the step needs beyond its arguments
   temp_mib = getattr(memory, 'temp_size_in_bytes', 0) / 2**20

@@ -35,3 +35,20 @@ def test_an_option_this_xla_does_not_know_falls_back_to_its_defaults(monkeypatch
   monkeypatch.setattr(compiler, 'CPU_OPTIONS', {'xla_cpu_option_that_does_not_exist': 'x'})
   assert compiler.options() is None
   assert compiler.jit(lambda x: x * 2)(jnp.ones(3)).tolist() == [2.0, 2.0, 2.0]
+
+
+def test_random_bits_are_jax_s_own_from_an_unrolled_threefry_on_the_cpu():
+  assert compiler.UNROLLED_THREEFRY
+  lowered = jax.jit(lambda k: jax.random.bits(k, (6,))).lower(jax.random.key(0)).as_text()
+  assert 'while' not in lowered  # jax's CPU rule is a 5-trip while loop; its GPU/TPU rule is unrolled
+  # stock jax 0.10.2's bits for key 0 (its rolled CPU lowering), and for a shape nothing else here uses:
+  assert jax.random.bits(jax.random.key(0), (6,)).tolist() == [4070199207, 4202968722, 1427181096, 2012915765,
+                                                                 2447653815, 710830403]
+  assert compiler.unroll_threefry_on_cpu(False)
+  try:
+    assert 'while' in jax.jit(lambda k: jax.random.bits(k, (7,))).lower(jax.random.key(0)).as_text()
+    rolled = jax.jit(lambda k: jax.random.uniform(k, (5, 3))).lower(jax.random.key(4)).compile()(jax.random.key(4))
+  finally:
+    compiler.unroll_threefry_on_cpu(True)
+  unrolled = jax.jit(lambda k: jax.random.uniform(k, (5, 3)))(jax.random.key(4))
+  assert (rolled == unrolled).all()

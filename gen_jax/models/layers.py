@@ -1,9 +1,18 @@
-"""Layers shared by several networks: conv and GroupNorm forms with the values of lax/flax that XLA:CPU runs faster."""
+"""Layers shared by several networks: conv and GroupNorm forms with the values of lax/flax that XLA:CPU runs faster.
+
+Each such form has a plain twin (lax's conv and transposed conv and their autodiff, GroupNorm by autodiff) with the
+same values and gradients (tests/models/test_layers.py). `forms()` says which the layers trace:
+one switch per backend (`BY_BACKEND`), overridden by `use_forms` or the environment variable GEN_JAX_LAYER_FORMS
+('lax' or 'xla_cpu'), e.g. for `benchmarks/gpu_suite.sh` to time both.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Iterator
 
 import einops
 import flax.linen as nn
@@ -12,6 +21,44 @@ import jax.numpy as jnp
 from jax import lax
 
 DIMS = ('NHWC', 'HWIO', 'NHWC')
+
+
+@dataclasses.dataclass(frozen=True)
+class Forms:
+  """Which of two equal forms the layers trace (read at trace time; the values do not depend on it)."""
+  phase_transposed_convs: bool = True  # transposed convs as per-phase stride-1 convs, else lax.conv_transpose
+  custom_conv_vjps: bool = True  # conv2d / conv_4x4_s2 input gradients as plain convs, else lax's autodiff
+  custom_group_norm: bool = True  # per-channel-then-group statistics, hand-written backward, else autodiff
+
+
+XLA_CPU = Forms()
+LAX = Forms(phase_transposed_convs=False, custom_conv_vjps=False, custom_group_norm=False)
+NAMED = {'xla_cpu': XLA_CPU, 'lax': LAX}
+# The GPU and TPU keep the CPU's forms until they are timed against LAX there (benchmarks/gpu_suite.sh times both).
+BY_BACKEND = {'cpu': XLA_CPU}
+_override: list[Forms] = []
+
+
+def forms() -> Forms:
+  """The forms to trace now: `use_forms`, else GEN_JAX_LAYER_FORMS, else `BY_BACKEND` for the default backend."""
+  if _override:
+    return _override[-1]
+  name = os.environ.get('GEN_JAX_LAYER_FORMS', '')
+  if name:
+    if name not in NAMED:
+      raise ValueError(f'GEN_JAX_LAYER_FORMS={name!r}: use one of {sorted(NAMED)}')
+    return NAMED[name]
+  return BY_BACKEND.get(jax.default_backend(), XLA_CPU)
+
+
+@contextlib.contextmanager
+def use_forms(chosen: Forms) -> Iterator[None]:
+  """Trace with `chosen` inside the block (functions traced earlier keep the forms they were traced with)."""
+  _override.append(chosen)
+  try:
+    yield
+  finally:
+    _override.pop()
 
 
 def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -28,7 +75,7 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def transposed_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """The faster of the two equal forms: phases, or one transposed conv when there are few output channels
   (16->32 spatial, 64->3 channels: 21 ms vs 11 ms backward)."""
-  if kernel.shape[-1] < 16:
+  if kernel.shape[-1] < 16 or not forms().phase_transposed_convs:
     return lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=DIMS)
   return conv_transpose_4x4_s2(x, kernel)
 
@@ -39,6 +86,8 @@ def conv_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   The input gradient of a strided conv is a transposed conv; WGAN-GP's penalty differentiates it again, and
   XLA:CPU runs that second derivative (an input-dilated conv) ~8x slower than the equal phase form.
   """
+  if not forms().custom_conv_vjps:
+    return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
   return _conv_4x4_s2(x, _varying_like(kernel, x))
 
 
@@ -128,6 +177,8 @@ def _varying_like(kernel: jax.Array, x: jax.Array) -> jax.Array:
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple) -> jax.Array:
   """NHWC/HWIO convolution, explicit padding ((top, bottom), (left, right)): `lax.conv_general_dilated` with the
   same values and gradients, but a stride-1 conv's input gradient is itself a `conv2d` (see `_conv2d_bwd`)."""
+  if not forms().custom_conv_vjps:
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
   return _conv2d(x, _varying_like(kernel, x), strides, padding)
 
 
@@ -217,7 +268,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pa
   else:
     pads = [tuple(p) for p in padding]
   out = [(n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(x.shape[1:3], strides, pads, (kh, kw))]
-  if out[0] % sh or out[1] % sw:
+  if out[0] % sh or out[1] % sw or not forms().phase_transposed_convs:
     return lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=DIMS)
 
   def phase_window(a, s, k, lo, n, m):  # taps of phase a, and the input padding that yields its m outputs
@@ -258,6 +309,8 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
   backward of the same shape: on XLA:CPU flax's GroupNorm, whose single reduction mixes positions and channels, took
   11 ms forward for a 16x32x32x64 map; this takes 0.7 ms. Same values as flax (its fast variance E[x^2] - E[x]^2).
   """
+  if not forms().custom_group_norm:
+    return _group_norm_fwd(x, scale, bias, num_groups, epsilon)[0]  # the same maths, differentiated by jax
   return _group_norm(x, _varying_like(scale, x), _varying_like(bias, x), num_groups, epsilon)
 
 

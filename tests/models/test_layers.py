@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gen_jax import parallel
+from gen_jax.models import layers
 from gen_jax.models.layers import (
   DIMS,
   Conv,
@@ -182,3 +183,47 @@ def test_group_norm_param_gradients_are_summed_over_devices():
   single = jax.grad(lambda p: jnp.sum(jnp.sin(nn.GroupNorm(4).apply(p, x))))(params)
   for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _all_forms_net(x, k3, k4, kt, scale, bias):
+  """Every layer with two forms: stride-1 and 4x4 stride-2 convs, both transposed convs, GroupNorm."""
+  h = group_norm_fn(conv2d(x, k3, (1, 1), ((1, 1), (1, 1))), scale, bias)
+  h = conv_4x4_s2(jnp.tanh(h), k4)
+  h = transposed_4x4_s2(jnp.tanh(h), kt)
+  return conv_transpose(h, kt[:3, :3], (2, 2), 'SAME')
+
+
+def group_norm_fn(x, scale, bias):
+  return layers.group_norm(x, scale, bias, 4)
+
+
+def test_the_lax_forms_give_the_same_values_gradients_and_penalty_gradients():
+  keys = jax.random.split(jax.random.PRNGKey(30), 6)
+  args = (jax.random.normal(keys[0], (2, 8, 8, 8)), jax.random.normal(keys[1], (3, 3, 8, 16)) * 0.3,
+          jax.random.normal(keys[2], (4, 4, 16, 16)) * 0.2, jax.random.normal(keys[3], (4, 4, 16, 16)) * 0.2,
+          1 + 0.2 * jax.random.normal(keys[4], (16,)), 0.2 * jax.random.normal(keys[5], (16,)))
+  loss = lambda *a: jnp.sum(jnp.sin(_all_forms_net(*a)))
+  pen = lambda *a: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(_all_forms_net(x, *a[1:]))))(a[0])))
+  results = {}
+  for name in ('xla_cpu', 'lax'):
+    with layers.use_forms(layers.NAMED[name]):  # fresh lambdas: each traced under its forms
+      results[name] = (jax.jit(lambda *a: _all_forms_net(*a))(*args), jax.jit(jax.grad(loss, range(6)))(*args),
+                       jax.jit(jax.grad(pen, (1, 2, 4)))(*args))
+  for got, want in zip(jax.tree.leaves(results['xla_cpu']), jax.tree.leaves(results['lax'])):
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(want))))  # float32 sums
+  with layers.use_forms(layers.LAX):
+    lowered = jax.jit(lambda *a: _all_forms_net(*a)).lower(*args).as_text()
+  assert 'custom_vjp' not in lowered
+  assert lowered.count('lhs_dilate = [2, 2]') == 2  # both transposed convs are lax's
+
+
+def test_the_forms_switch_follows_the_backend_the_override_and_the_environment(monkeypatch):
+  monkeypatch.delenv('GEN_JAX_LAYER_FORMS', raising=False)
+  assert layers.forms() is layers.BY_BACKEND['cpu'] is layers.XLA_CPU
+  with layers.use_forms(layers.LAX):
+    assert layers.forms() is layers.LAX
+  monkeypatch.setenv('GEN_JAX_LAYER_FORMS', 'lax')
+  assert layers.forms() is layers.LAX
+  monkeypatch.setenv('GEN_JAX_LAYER_FORMS', 'fast')
+  with pytest.raises(ValueError, match="GEN_JAX_LAYER_FORMS='fast': use one of"):
+    layers.forms()
