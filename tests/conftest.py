@@ -21,7 +21,10 @@ os.environ['XDG_CACHE_HOME'] = _USER_CACHE  # classifier / reference caches of c
 
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
-  shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+  # With pytest -n the workers inherit the controller's cache (JAX_COMPILATION_CACHE_DIR): only the controller,
+  # which finishes last, removes it; a worker removes just the directory it made and never used.
+  if 'PYTEST_XDIST_WORKER' not in os.environ or os.environ['JAX_COMPILATION_CACHE_DIR'] != _XLA_CACHE:
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
   shutil.rmtree(_USER_CACHE, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ def test_gpu_suite_smoke_runs_every_section_on_this_backend():
   run = subprocess.run(['bash', 'benchmarks/gpu_suite.sh', '--smoke'], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, 'PY': sys.executable}, timeout=600)
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-  for section in ('## 1.', '## 2.', '## 3.', '## 4.', '## 5.'):
+  for section in ('## 1.', '## 2.', '## 3.', '## 4.', '## 5.', '## 6.'):
     assert section in run.stdout
   assert '== suite finished: 0 failure(s)' in run.stdout and 'FAILED' not in run.stdout
   results = json_lines(run.stdout)
@@ -27,6 +27,8 @@ def test_gpu_suite_smoke_runs_every_section_on_this_backend():
   assert results[5]['images_per_s'] > 0 and 'keeps_up' in results[6]
   k1, k2 = results[7:9]
   assert (k1['steps_per_call'], k2['steps_per_call']) == (1, 2)
+  forms = results[9]
+  assert forms['b'] == 'forms=lax' and forms['a_ms'] > 0 and forms['b_ms'] > 0
 
 
 def test_startup_benchmark_prints_its_breakdown():

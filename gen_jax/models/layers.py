@@ -1,9 +1,9 @@
 """Layers shared by several networks: conv and GroupNorm forms with the values of lax/flax that XLA:CPU runs faster.
 
-Each such form has a plain twin (lax's conv and transposed conv and their autodiff, GroupNorm by autodiff) with the
-same values and gradients (tests/models/test_layers.py). `forms()` says which the layers trace:
-one switch per backend (`BY_BACKEND`), overridden by `use_forms` or the environment variable GEN_JAX_LAYER_FORMS
-('lax' or 'xla_cpu'), e.g. for `benchmarks/gpu_suite.sh` to time both.
+Each such form has a plain twin (lax's conv and transposed conv and their autodiff, GroupNorm by autodiff,
+jax.nn.silu) with the same values and gradients (tests/models/test_layers.py; silu within 2.5e-6). `forms()` says
+which the layers trace: one switch per backend (`BY_BACKEND`), overridden by `use_forms` or the environment
+variable GEN_JAX_LAYER_FORMS ('lax' or 'xla_cpu'), e.g. for `benchmarks/gpu_suite.sh` to time both.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ class Forms:
   phase_transposed_convs: bool = True  # transposed convs as per-phase stride-1 convs, else lax.conv_transpose
   custom_conv_vjps: bool = True  # conv2d / conv_4x4_s2 input gradients as plain convs, else lax's autodiff
   custom_group_norm: bool = True  # per-channel-then-group statistics, hand-written backward, else autodiff
+  tanh_silu: bool = True  # silu(x) = x (1 + tanh(x / 2)) / 2 (XLA's fast tanh, no divide), else jax.nn.silu
 
 
 XLA_CPU = Forms()
-LAX = Forms(phase_transposed_convs=False, custom_conv_vjps=False, custom_group_norm=False)
+LAX = Forms(phase_transposed_convs=False, custom_conv_vjps=False, custom_group_norm=False, tanh_silu=False)
 NAMED = {'xla_cpu': XLA_CPU, 'lax': LAX}
 # The GPU and TPU keep the CPU's forms until they are timed against LAX there (benchmarks/gpu_suite.sh times both).
 BY_BACKEND = {'cpu': XLA_CPU}
@@ -300,6 +301,16 @@ class ConvTranspose(_ConvBase):
   def __call__(self, x: jax.Array) -> jax.Array:
     x, kernel, bias = self._promoted_params(x)
     return add_bias(conv_transpose(x, kernel, tuple(self.strides), self.padding), bias)
+
+
+def silu(x: jax.Array) -> jax.Array:
+  """x * sigmoid(x) with sigmoid(x) = (1 + tanh(x / 2)) / 2: XLA:CPU computes jax's sigmoid as 1 / (1 + exp(-x)),
+  a divide per element, and the tanh form has none (DDPM UNet step ~5% faster, A/B on an EPYC Zen 4). Within 2.5e-6
+  of jax.nn.silu (values and gradients); relative precision is lost only in the tail below x = -3, where silu is
+  under 0.15 in size and its error stays below 2.5e-6 (tested)."""
+  if not forms().tanh_silu:
+    return jax.nn.silu(x)
+  return x * (0.5 * jnp.tanh(0.5 * x) + 0.5)
 
 
 def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int, epsilon: float = 1e-6) -> jax.Array:

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen_jax.models.layers import Conv, GroupNorm
+from gen_jax.models.layers import Conv, GroupNorm, silu
 
 # TF `default_init`: variance scaling over fan_avg, uniform; biases zero.
 default_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
@@ -72,10 +72,10 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
-    h = nn.silu(GroupNorm(self.num_groups, dtype=self.dtype, name='norm1')(x))
+    h = silu(GroupNorm(self.num_groups, dtype=self.dtype, name='norm1')(x))
     h = _conv(self.out_ch, 'conv1', self.dtype)(h)
-    h = h + einops.rearrange(_dense(self.out_ch, 'temb_proj', self.dtype)(nn.silu(temb)), 'b c -> b 1 1 c')
-    h = nn.silu(GroupNorm(self.num_groups, dtype=self.dtype, name='norm2')(h))
+    h = h + einops.rearrange(_dense(self.out_ch, 'temb_proj', self.dtype)(silu(temb)), 'b c -> b 1 1 c')
+    h = silu(GroupNorm(self.num_groups, dtype=self.dtype, name='norm2')(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = _conv(self.out_ch, 'conv2', self.dtype, init=zero_init)(h)
     if x.shape[-1] != self.out_ch:
@@ -164,7 +164,7 @@ class UNet(nn.Module):
 
     temb = timestep_embedding(t, self.ch)
     temb = _dense(4 * self.ch, 'temb_dense0', dtype)(temb)
-    temb = _dense(4 * self.ch, 'temb_dense1', dtype)(nn.silu(temb))
+    temb = _dense(4 * self.ch, 'temb_dense1', dtype)(silu(temb))
     if pooled is not None:
       temb = temb + _dense(4 * self.ch, 'pooled_proj', dtype)(pooled.astype(dtype))
 
@@ -194,6 +194,6 @@ class UNet(nn.Module):
         h = _conv(h.shape[-1], f'up_{level}_upsample', dtype)(h)
     assert not hs
 
-    h = nn.silu(GroupNorm(groups, dtype=dtype, name='norm_out')(h))
+    h = silu(GroupNorm(groups, dtype=dtype, name='norm_out')(h))
     out_ch = in_ch if self.out_channels is None else self.out_channels
     return _conv(out_ch, 'conv_out', dtype, init=zero_init)(h).astype(jnp.float32)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax import distributions
-from gen_jax.models.layers import Conv, ConvTranspose
+from gen_jax.models.layers import Conv, ConvTranspose, silu
 
 # Output channels per image channel that each likelihood needs from the decoder.
 LIKELIHOOD_PARAMS = {'bernoulli': 1, 'logistic': 2, 'gaussian': 2}
@@ -30,8 +30,8 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:  # [b h w c] -> ([b z], [b z])
     h = x.astype(self.dtype)
     for ch in self.channels:
-      h = nn.silu(Conv(ch, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
-      h = nn.silu(Conv(ch, (3, 3), dtype=self.dtype)(h))
+      h = silu(Conv(ch, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
+      h = silu(Conv(ch, (3, 3), dtype=self.dtype)(h))
     h = einops.rearrange(h, 'b h w c -> b (h w c)')
     stats = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(h).astype(jnp.float32)
     mean, log_var = jnp.split(stats, 2, axis=-1)
@@ -49,10 +49,10 @@ class Decoder(nn.Module):
     height, width, _ = self.image_shape
     factor = 2 ** len(self.channels)
     h = nn.Dense((height // factor) * (width // factor) * self.channels[-1], dtype=self.dtype)(z.astype(self.dtype))
-    h = einops.rearrange(nn.silu(h), 'b (h w c) -> b h w c', h=height // factor, w=width // factor)
+    h = einops.rearrange(silu(h), 'b (h w c) -> b h w c', h=height // factor, w=width // factor)
     for ch in reversed(self.channels):
-      h = nn.silu(ConvTranspose(ch, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
-      h = nn.silu(Conv(ch, (3, 3), dtype=self.dtype)(h))
+      h = silu(ConvTranspose(ch, (3, 3), strides=(2, 2), dtype=self.dtype)(h))
+      h = silu(Conv(ch, (3, 3), dtype=self.dtype)(h))
     return Conv(self.out_channels, (3, 3), dtype=self.dtype)(h).astype(jnp.float32)
 
 

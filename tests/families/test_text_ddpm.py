@@ -51,8 +51,10 @@ def test_conditional_eight_devices_equal_one_device(tmp_path):
   one = train(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
   eight = train(config, str(tmp_path / 'eight'))
   assert 'text_encoder' in one.state.params and 'null' in one.state.params
+  # rtol: summation order differs with 8 devices, and Adam divides a near-zero gradient's rounding by its own size
+  # (one parameter of 4608 differed by 1.8e-4 relative on an AMD EPYC Zen 4; a wrong gradient moves many by ~lr)
   for a, b in zip(jax.tree.leaves(host_tree(one.state)), jax.tree.leaves(host_tree(eight.state)), strict=True):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
   for s in one.history:
     np.testing.assert_allclose(one.history[s]['grad_norm'], eight.history[s]['grad_norm'], rtol=1e-5)
   # the training grid: one row per class prompt (10 rows of 1 for num_samples=4), written as a PNG

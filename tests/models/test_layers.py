@@ -227,3 +227,18 @@ def test_the_forms_switch_follows_the_backend_the_override_and_the_environment(m
   monkeypatch.setenv('GEN_JAX_LAYER_FORMS', 'fast')
   with pytest.raises(ValueError, match="GEN_JAX_LAYER_FORMS='fast': use one of"):
     layers.forms()
+
+
+def test_silu_is_jax_silu_within_a_stated_error_in_both_forms():
+  x = jnp.linspace(-30.0, 30.0, 20001)
+  want_values, want_grads = jax.nn.silu(x), jax.grad(lambda x: jnp.sum(jax.nn.silu(x)))(x)
+  for chosen in (layers.XLA_CPU, layers.LAX):
+    with layers.use_forms(chosen):
+      values, grads = jax.jit(lambda x: (layers.silu(x), jax.grad(lambda x: jnp.sum(layers.silu(x)))(x)))(x)
+    # the tanh form is 1 - (a number near 1) in the negative tail: absolute error <= 2.5e-6 everywhere, relative
+    # 1e-5 where x >= -3 (where activations live); jax's own form is exact
+    np.testing.assert_allclose(values, want_values, rtol=0, atol=2.5e-6)
+    np.testing.assert_allclose(grads, want_grads, rtol=0, atol=2.5e-6)
+    near = x >= -3
+    np.testing.assert_allclose(values[near], want_values[near], rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(values, want_values)  # LAX: jax.nn.silu itself
