@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import synthetic  # noqa: E402  (benchmarks/synthetic.py)
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -62,18 +61,7 @@ def main(argv):
   config = FLAGS.config
   mesh = parallel.make_mesh()
   family = get_family(config)
-  if FLAGS.image_shape:
-    shape = tuple(int(v) for v in FLAGS.image_shape.split(','))
-  else:
-    from gen_jax.data import make_source
-    shape = tuple(make_source(config.data).image_shape)
-  frozen = jax.device_put(synthetic.bind_and_freeze(family, config), parallel.replicated(mesh))
-  state = compiler.jit_once(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))(
-      jax.random.PRNGKey(0)).replace(frozen=frozen)
-  local = config.global_batch_size // jax.process_count()
-  batch = parallel.to_global_batch(synthetic.host_batch(family, np.random.default_rng(0),
-                                                        config.steps_per_call * family.batches_per_step, local,
-                                                        shape), mesh)
+  state, batch = synthetic.train_setup(family, config, mesh, synthetic.image_shape(config, FLAGS.image_shape))
   compiled, states = {}, {}
   for name, text in (('A', FLAGS.a), ('B', FLAGS.b)):
     chosen, unrolled = parse_setting(text)

@@ -21,6 +21,27 @@ def host_batch(family, rng, n, local, shape) -> dict:
   return batch
 
 
+def image_shape(config, flag: str) -> tuple:
+  """'h,w,c' from a benchmark's --image_shape flag, else the config's dataset shape."""
+  if flag:
+    return tuple(int(v) for v in flag.split(','))
+  from gen_jax.data import make_source
+  return tuple(make_source(config.data).image_shape)
+
+
+def train_setup(family, config, mesh, shape):
+  """(initialised state, device batch of k * batches_per_step host batches) for timing `family`'s train step."""
+  import jax
+
+  from gen_jax import compiler, parallel
+  frozen = jax.device_put(bind_and_freeze(family, config), parallel.replicated(mesh))
+  init = compiler.jit_once(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))
+  state = init(jax.random.PRNGKey(0)).replace(frozen=frozen)
+  local = config.global_batch_size // jax.process_count()
+  n = config.steps_per_call * family.batches_per_step
+  return state, parallel.to_global_batch(host_batch(family, np.random.default_rng(0), n, local, shape), mesh)
+
+
 def sample_conditioning(family, batch: int, guidance: float):
   """Per-sample cond for `batch` images (the fixed class prompts, cycled), or None when unconditional."""
   prompts = family.fixed_prompts()

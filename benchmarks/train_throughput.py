@@ -16,12 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import synthetic  # noqa: E402  (benchmarks/synthetic.py)
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gen_jax import compiler, parallel  # noqa: E402
+from gen_jax import parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -35,13 +34,6 @@ flags.DEFINE_string('hlo_out', '', 'Also write the compiled step\'s optimised HL
 flags.mark_flags_as_required(['config'])
 
 
-def image_shape(config):
-  if FLAGS.image_shape:
-    return tuple(int(v) for v in FLAGS.image_shape.split(','))
-  from gen_jax.data import make_source
-  return tuple(make_source(config.data).image_shape)
-
-
 def main(argv):
   del argv
   config = FLAGS.config
@@ -50,16 +42,9 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.global_batch_size, mesh)
-  shape, k, batch = image_shape(config), config.steps_per_call, config.global_batch_size
+  shape, k, batch = synthetic.image_shape(config, FLAGS.image_shape), config.steps_per_call, config.global_batch_size
   family = get_family(config)
-  frozen = jax.device_put(synthetic.bind_and_freeze(family, config), parallel.replicated(mesh))
-  init = compiler.jit_once(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))
-  state = init(jax.random.PRNGKey(0))
-  state = state.replace(frozen=frozen)
-  rng = np.random.default_rng(0)
-  local = batch // jax.process_count()
-  n = k * family.batches_per_step
-  device_batch = parallel.to_global_batch(synthetic.host_batch(family, rng, n, local, shape), mesh)
+  state, device_batch = synthetic.train_setup(family, config, mesh, shape)
   step = parallel.make_sharded_train_step(family.train_step, mesh, family.batches_per_step)
 
   t0 = time.perf_counter()
