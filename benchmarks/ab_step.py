@@ -39,11 +39,13 @@ flags.mark_flags_as_required(['config'])
 
 
 def parse_setting(text: str) -> tuple[layers.Forms, bool]:
-  """'forms=lax,forms.fused_norm_silu=0,threefry=rolled' -> (Forms, unrolled threefry)."""
+  """'forms=lax,forms.tanh_silu=0,threefry=rolled' -> (Forms, unrolled threefry)."""
   chosen, unrolled = layers.forms(), True
   for item in filter(None, text.split(',')):
     key, _, value = item.partition('=')
     if key == 'forms':
+      if value not in layers.NAMED:
+        raise ValueError(f'forms={value!r}: use one of {sorted(layers.NAMED)}')
       chosen = layers.NAMED[value]
     elif key.startswith('forms.'):
       chosen = dataclasses.replace(chosen, **{key[len('forms.'):]: value in ('1', 'true', 'True')})

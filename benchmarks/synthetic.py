@@ -34,6 +34,7 @@ def train_setup(family, config, mesh, shape):
   import jax
 
   from gen_jax import compiler, parallel
+  parallel.check_batch_divisible(config.global_batch_size, mesh)
   frozen = jax.device_put(bind_and_freeze(family, config), parallel.replicated(mesh))
   init = compiler.jit_once(lambda r: family.init(r, shape), out_shardings=parallel.replicated(mesh))
   state = init(jax.random.PRNGKey(0)).replace(frozen=frozen)

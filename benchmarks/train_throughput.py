@@ -41,7 +41,6 @@ def main(argv):
     jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   mesh = parallel.make_mesh()
-  parallel.check_batch_divisible(config.global_batch_size, mesh)
   shape, k, batch = synthetic.image_shape(config, FLAGS.image_shape), config.steps_per_call, config.global_batch_size
   family = get_family(config)
   state, device_batch = synthetic.train_setup(family, config, mesh, shape)
