@@ -26,14 +26,18 @@ DIMS = ('NHWC', 'HWIO', 'NHWC')
 @dataclasses.dataclass(frozen=True)
 class Forms:
   """Which of two equal forms the layers trace (read at trace time; the values do not depend on it)."""
-  phase_transposed_convs: bool = True  # transposed convs as per-phase stride-1 convs, else lax.conv_transpose
+  # Transposed convs' forward as per-phase stride-1 convs, else lax's. Off: with the adjoint gradients below, lax's
+  # forward made the steps faster (A/B, 2-core Sapphire Rapids: DCGAN D+G 0.93x, VAE 0.97x the phases' time).
+  phase_transposed_convs: bool = False
+  adjoint_transposed_vjps: bool = True  # transposed convs' gradients from their adjoint (a strided conv), else autodiff
   custom_conv_vjps: bool = True  # conv2d / conv_4x4_s2 input gradients as plain convs, else lax's autodiff
   custom_group_norm: bool = True  # per-channel-then-group statistics, hand-written backward, else autodiff
   tanh_silu: bool = True  # silu(x) = x (1 + tanh(x / 2)) / 2 (XLA's fast tanh, no divide), else jax.nn.silu
 
 
 XLA_CPU = Forms()
-LAX = Forms(phase_transposed_convs=False, custom_conv_vjps=False, custom_group_norm=False, tanh_silu=False)
+LAX = Forms(phase_transposed_convs=False, adjoint_transposed_vjps=False, custom_conv_vjps=False,
+            custom_group_norm=False, tanh_silu=False)
 NAMED = {'xla_cpu': XLA_CPU, 'lax': LAX}
 # The GPU and TPU keep the CPU's forms until they are timed against LAX there (benchmarks/gpu_suite.sh times both).
 BY_BACKEND = {'cpu': XLA_CPU}
@@ -65,27 +69,23 @@ def use_forms(chosen: Forms) -> Iterator[None]:
 def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1) = flax ConvTranspose(padding ((2,2),(2,2))).
 
-  Computed as four 2x2 stride-1 convs, one per output phase (row parity a, column parity b), interleaved by
-  depth-to-space: y[2m+a, 2n+b] = sum_{t,u} x[m+a+t-1, n+b+u-1] K[a+2t, b+2u]. Same FLOPs, no zeros inserted,
-  and no input-dilated conv in the backward pass, which XLA:CPU runs ~8x slower (measured: 256->128 channels,
-  4->8, batch 64: backward 111 ms as one transposed conv, 13 ms as phases). x [b h w i], kernel [4 4 i o].
+  With the phase forms: four 2x2 stride-1 convs, one per output phase (row parity a, column parity b), interleaved
+  by depth-to-space: y[2m+a, 2n+b] = sum_{t,u} x[m+a+t-1, n+b+u-1] K[a+2t, b+2u]. x [b h w i], kernel [4 4 i o].
   """
   return conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)))
 
 
 def transposed_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The faster of the two equal forms: phases, or one transposed conv when there are few output channels
-  (16->32 spatial, 64->3 channels: 21 ms vs 11 ms backward)."""
-  if kernel.shape[-1] < 16 or not forms().phase_transposed_convs:
-    return lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=DIMS)
-  return conv_transpose_4x4_s2(x, kernel)
+  """`conv_transpose_4x4_s2`; phase forward (if the forms choose phases) only for 16 or more output channels (16->32
+  spatial, 64->3 channels: lax's forward 2.8 ms, the phases' 9.6 ms)."""
+  return conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), phases=kernel.shape[-1] >= 16)
 
 
 def conv_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """PyTorch's Conv2d(kernel 4, stride 2, padding 1) on even h, w, with an input gradient in phase form.
+  """PyTorch's Conv2d(kernel 4, stride 2, padding 1) on even h, w, its input gradient a `transposed_4x4_s2`.
 
   The input gradient of a strided conv is a transposed conv; WGAN-GP's penalty differentiates it again, and
-  XLA:CPU runs that second derivative (an input-dilated conv) ~8x slower than the equal phase form.
+  XLA:CPU's own second derivative (a kernel-dilated conv) is ~8x slower than `conv_transpose`'s adjoint gradients.
   """
   if not forms().custom_conv_vjps:
     return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
@@ -254,14 +254,55 @@ def _transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
   raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
 
 
-def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> jax.Array:
-  """`lax.conv_transpose(x, kernel, strides, padding)` (flax ConvTranspose's op) as one small conv per output phase.
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding,
+                   phases: bool = True) -> jax.Array:
+  """`lax.conv_transpose(x, kernel, strides, padding)` (flax ConvTranspose's op) with gradients from its adjoint.
+
+  The input gradient of a transposed conv is a strided conv of the output gradient g (its adjoint T*), and
+  <T_K x, g> = <x, T*_K g> makes the kernel gradient that strided conv's kernel gradient with x as the cotangent.
+  XLA:CPU's own kernel gradient of a transposed conv is a kernel-dilated conv, 7-27x slower (2-core Sapphire
+  Rapids, batch 64, 4x4 stride 2: 128->64 channels 8->16 spatial 413 vs 15 ms, 64->3 16->32 34 vs 5.8 ms; faster
+  than the phase form's backward too: 28 / 43 ms). Steps (A/B, same CPU): DCGAN D+G 0.93x the time of the phase
+  form with autodiff (and 0.93x again with lax's forward), WGAN-GP 5:1 iteration 0.82x (both changes).
+  padding: 'SAME', 'VALID' or lax's explicit ((top, bottom), (left, right)) of the input-dilated form.
+  phases: forward as per-phase stride-1 convs when the forms allow it. x [b h w i], kernel [kh kw i o].
+  """
+  padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+  if forms().adjoint_transposed_vjps:
+    return _adjoint_conv_transpose(x, _varying_like(kernel, x), tuple(strides), padding, phases)
+  return _conv_transpose_forward(x, kernel, strides, padding, phases)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _adjoint_conv_transpose(x, kernel, strides, padding, phases):
+  return _conv_transpose_forward(x, kernel, strides, padding, phases)
+
+
+def _adjoint_conv_transpose_fwd(x, kernel, strides, padding, phases):
+  return _adjoint_conv_transpose(x, kernel, strides, padding, phases), (x, kernel)
+
+
+def _adjoint_conv_transpose_bwd(strides, padding, phases, residuals, g):
+  del phases
+  x, kernel = residuals
+
+  def adjoint(k):  # T*_k g: a strided conv of g, linear in k
+    forward = lambda x_: lax.conv_transpose(x_, k, strides, padding, dimension_numbers=DIMS)
+    return jax.linear_transpose(forward, x)(g)[0]
+
+  dx, pull_kernel = jax.vjp(adjoint, kernel)
+  return dx, pull_kernel(x)[0]
+
+
+_adjoint_conv_transpose.defvjp(_adjoint_conv_transpose_fwd, _adjoint_conv_transpose_bwd)
+
+
+def _conv_transpose_forward(x, kernel, strides, padding, phases):
+  """lax's transposed conv, or the same map as one small conv per output phase (`phases`, when the forms allow).
 
   Output row s*m + a only meets the kernel rows t = t0(a), t0 + s, ...: phase a is a stride-1 conv of the undilated
-  input with kernel[t0::s], and depth-to-space interleaves the phases. Same FLOPs as the transposed conv, no zeros
-  inserted, and every piece goes through `conv2d` (no input-dilated conv for XLA:CPU to differentiate slowly).
-  Falls back to lax's form when the output size is not a multiple of the stride. padding: 'SAME', 'VALID' or lax's
-  explicit ((top, bottom), (left, right)) of the input-dilated form. x [b h w i], kernel [kh kw i o].
+  input with kernel[t0::s], and depth-to-space interleaves the phases. Same FLOPs, no zeros inserted. Lax's form
+  when the output size is not a multiple of the stride.
   """
   (kh, kw), (sh, sw) = kernel.shape[:2], strides
   if isinstance(padding, str):
@@ -269,7 +310,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pa
   else:
     pads = [tuple(p) for p in padding]
   out = [(n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(x.shape[1:3], strides, pads, (kh, kw))]
-  if out[0] % sh or out[1] % sw or not forms().phase_transposed_convs:
+  if out[0] % sh or out[1] % sw or not (phases and forms().phase_transposed_convs):
     return lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=DIMS)
 
   def phase_window(a, s, k, lo, n, m):  # taps of phase a, and the input padding that yields its m outputs
@@ -295,7 +336,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pa
 
 class ConvTranspose(_ConvBase):
   """Drop-in for `nn.ConvTranspose` ('SAME'/'VALID' padding, no kernel dilation; same params and dtype handling)
-  built on the phase form `conv_transpose`."""
+  built on `conv_transpose` (adjoint gradients)."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

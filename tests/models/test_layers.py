@@ -1,5 +1,7 @@
 """Faster conv and GroupNorm forms must equal lax's / flax's, incl. the second derivatives a gradient penalty takes."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -61,8 +63,9 @@ def test_strided_conv_values_gradients_and_penalty_gradients_match_xla(cin, cout
 def test_phase_transposed_conv_equals_xla(cout):
   x = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 5, 6))
   k = jax.random.normal(jax.random.PRNGKey(3), (4, 4, 6, cout))
-  np.testing.assert_allclose(conv_transpose_4x4_s2(x, k), reference_transpose(x, k), atol=1e-4)
-  np.testing.assert_allclose(transposed_4x4_s2(x, k), reference_transpose(x, k), atol=1e-4)
+  with layers.use_forms(dataclasses.replace(layers.XLA_CPU, phase_transposed_convs=True)):
+    np.testing.assert_allclose(conv_transpose_4x4_s2(x, k), reference_transpose(x, k), atol=1e-4)
+    np.testing.assert_allclose(transposed_4x4_s2(x, k), reference_transpose(x, k), atol=1e-4)
 
 
 @pytest.mark.parametrize('size', [7, 8])  # odd sizes fall back to XLA's conv (floor(7/2) = 3 outputs)
@@ -123,11 +126,18 @@ def test_kernel_gradient_of_a_replicated_kernel_is_summed_over_devices():
 
 @pytest.mark.parametrize('kernel,stride,padding,size', [(3, 2, 'SAME', 4), (3, 2, 'VALID', 4), (4, 2, 'SAME', 5),
                                                         (1, 2, 'SAME', 3), (5, 3, 'SAME', 3), (3, 1, 'SAME', 5)])
-def test_phase_conv_transpose_values_and_gradients_match_lax(kernel, stride, padding, size):
-  """Every output phase's conv, interleaved, is lax.conv_transpose; gradients and penalty gradients too."""
+@pytest.mark.parametrize('phases', [False, True])
+def test_phase_conv_transpose_values_and_gradients_match_lax(kernel, stride, padding, size, phases):
+  """Every output phase's conv, interleaved, is lax.conv_transpose; the gradients from the adjoint (both forwards)
+  are lax's autodiff gradients, penalty gradients (differentiating the adjoint) too."""
   x = jax.random.normal(jax.random.PRNGKey(12), (2, size, size + 1, 3))
   k = jax.random.normal(jax.random.PRNGKey(13), (kernel, kernel, 3, 5)) * 0.3
-  ours = lambda x, k: conv_transpose(x, k, (stride, stride), padding)
+  forms = dataclasses.replace(layers.XLA_CPU, phase_transposed_convs=phases)
+
+  def ours(x, k):
+    with layers.use_forms(forms):
+      return conv_transpose(x, k, (stride, stride), padding)
+
   ref = lambda x, k: lax.conv_transpose(x, k, (stride, stride), padding, dimension_numbers=DIMS)
   assert jax.jit(ours)(x, k).shape == ref(x, k).shape
   np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), atol=1e-5)
