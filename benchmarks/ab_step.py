@@ -3,9 +3,10 @@
   python benchmarks/ab_step.py --config configs/ddpm_cifar.py --config.model.ch=64 --image_shape 32,32,3 \
       --config.global_batch_size=16 --b forms=lax [--a ...] [--rounds 5 --steps 4]
 
-A setting is a comma list of `forms=NAME` (layers.NAMED), `forms.FIELD=0|1` (one field of layers.Forms) and
-`threefry=rolled|unrolled` (compiler.unroll_threefry_on_cpu). On shared machines whose speed drifts by 10% from one
-minute to the next, timing the two compiled steps in alternating rounds makes their ratio trustworthy where two
+A setting is a comma list of `forms=NAME` (layers.NAMED), `forms.FIELD=0|1` (one field of layers.Forms),
+`threefry=rolled|unrolled` (compiler.unroll_threefry_on_cpu) and `xla.OPTION=VALUE` (an XLA compiler option on
+top of gen_jax.compiler's, e.g. xla.xla_cpu_prefer_vector_width=512). On shared machines whose speed drifts by 10%
+from one minute to the next, timing the two compiled steps in alternating rounds makes their ratio trustworthy where two
 separate runs are not. Prints each round, the medians and B/A, then one JSON line.
 """
 
@@ -38,9 +39,9 @@ flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\
 flags.mark_flags_as_required(['config'])
 
 
-def parse_setting(text: str) -> tuple[layers.Forms, bool]:
-  """'forms=lax,forms.tanh_silu=0,threefry=rolled' -> (Forms, unrolled threefry)."""
-  chosen, unrolled = layers.forms(), True
+def parse_setting(text: str) -> tuple[layers.Forms, bool, dict[str, str]]:
+  """'forms=lax,forms.tanh_silu=0,threefry=rolled,xla.NAME=V' -> (Forms, unrolled threefry, XLA options)."""
+  chosen, unrolled, options = layers.forms(), True, {}
   for item in filter(None, text.split(',')):
     key, _, value = item.partition('=')
     if key == 'forms':
@@ -53,9 +54,11 @@ def parse_setting(text: str) -> tuple[layers.Forms, bool]:
       if value not in ('rolled', 'unrolled'):
         raise ValueError(f'threefry must be rolled or unrolled, got {value!r}')
       unrolled = value == 'unrolled'
+    elif key.startswith('xla.'):
+      options[key[len('xla.'):]] = value
     else:
-      raise ValueError(f'unknown setting {item!r}: use forms=, forms.FIELD= or threefry=')
-  return chosen, unrolled
+      raise ValueError(f'unknown setting {item!r}: use forms=, forms.FIELD=, threefry= or xla.OPTION=')
+  return chosen, unrolled, options
 
 
 def main(argv):
@@ -66,12 +69,13 @@ def main(argv):
   state, batch = synthetic.train_setup(family, config, mesh, synthetic.image_shape(config, FLAGS.image_shape))
   compiled, states = {}, {}
   for name, text in (('A', FLAGS.a), ('B', FLAGS.b)):
-    chosen, unrolled = parse_setting(text)
+    chosen, unrolled, options = parse_setting(text)
     compiler.unroll_threefry_on_cpu(unrolled)
     step = parallel.make_sharded_train_step(family.train_step, mesh, family.batches_per_step)
     t0 = time.perf_counter()
     with layers.use_forms(chosen):
-      compiled[name] = step.lower(state, batch).compile()
+      lowered = step.lower(state, batch)
+      compiled[name] = lowered.compile({**(compiler.options() or {}), **options}) if options else lowered.compile()
     print(f'{name}: {text or "defaults"} ({chosen}, threefry {"unrolled" if unrolled else "rolled"}): '
           f'compile {time.perf_counter() - t0:.1f} s', flush=True)
     states[name] = jax.tree.map(lambda x: x.copy(), state)

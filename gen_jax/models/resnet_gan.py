@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax.models.layers import Conv
+from gen_jax.models.resample import UpsampleConv
 
 he_init = nn.initializers.variance_scaling(2.0, 'fan_avg', 'uniform')
 glorot_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
@@ -33,8 +34,9 @@ def _conv(features: int, name: str, kernel: int = 3, init=he_init, dtype: Any = 
   return Conv(features, (kernel, kernel), padding='SAME', kernel_init=init, dtype=dtype, name=name)
 
 
-def upsample(x: jax.Array) -> jax.Array:  # nearest-neighbour x2
-  return einops.repeat(x, 'b h w c -> b (h 2) (w 2) c')
+def _upsample_conv(features: int, name: str, kernel: int = 3, init=he_init, dtype: Any = None) -> UpsampleConv:
+  # conv(upsample(x)) with the same params as _conv's; computed at the low resolution (gen_jax/models/resample.py)
+  return UpsampleConv(features, (kernel, kernel), padding='SAME', kernel_init=init, dtype=dtype, name=name)
 
 
 def mean_pool(x: jax.Array) -> jax.Array:  # 2x2 average, stride 2
@@ -52,10 +54,10 @@ class UpBlock(nn.Module):
     bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                    axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
     h = nn.relu(bn('bn1')(x))
-    h = _conv(self.ch, 'conv1', dtype=self.dtype)(upsample(h))
+    h = _upsample_conv(self.ch, 'conv1', dtype=self.dtype)(h)
     h = nn.relu(bn('bn2')(h))
     h = _conv(self.ch, 'conv2', dtype=self.dtype)(h)
-    return _conv(self.ch, 'shortcut', kernel=1, init=glorot_init, dtype=self.dtype)(upsample(x)) + h
+    return _upsample_conv(self.ch, 'shortcut', kernel=1, init=glorot_init, dtype=self.dtype)(x) + h
 
 
 class CriticBlock(nn.Module):

@@ -24,7 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen_jax.models.attention import attention
 from gen_jax.models.layers import Conv, GroupNorm, silu
+from gen_jax.models.resample import UpsampleConv
 
 # TF `default_init`: variance scaling over fan_avg, uniform; biases zero.
 default_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform')
@@ -47,20 +49,6 @@ def _conv(features: int, name: str, dtype: Any, kernel: int = 3, stride: int = 1
 
 def _dense(features: int, name: str, dtype: Any, init=default_init) -> nn.Dense:
   return nn.Dense(features, dtype=dtype, kernel_init=init, name=name)
-
-
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
-               heads: int = 1) -> jax.Array:
-  """Softmax attention with `heads` heads: q [b i (h c)], k v [b j (h c)], mask [b j] (True = attend) -> [b i (h c)].
-
-  Logits and softmax run in float32 so bfloat16 computation doesn't saturate them.
-  """
-  q, k, v = (einops.rearrange(y, 'b i (h c) -> b h i c', h=heads) for y in (q, k, v))
-  logits = jnp.einsum('bhic,bhjc->bhij', q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
-  if mask is not None:
-    logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return einops.rearrange(jnp.einsum('bhij,bhjc->bhic', weights, v), 'b h i c -> b i (h c)')
 
 
 class ResBlock(nn.Module):
@@ -94,7 +82,7 @@ class AttnBlock(nn.Module):
     h = GroupNorm(self.num_groups, dtype=self.dtype, name='norm')(x)
     h = einops.rearrange(h, 'b h w c -> b (h w) c')
     q, k, v = (_dense(c, name, self.dtype)(h) for name in ('q', 'k', 'v'))
-    h = _dense(c, 'proj_out', self.dtype, init=zero_init)(_attention(q, k, v))
+    h = _dense(c, 'proj_out', self.dtype, init=zero_init)(attention(q, k, v))
     return x + einops.rearrange(h, 'b (h w) c -> b h w c', h=height)
 
 
@@ -110,7 +98,7 @@ class CrossAttnBlock(nn.Module):
     h = GroupNorm(self.num_groups, dtype=self.dtype, name='norm')(x)
     q = _dense(c, 'q', self.dtype)(einops.rearrange(h, 'b h w c -> b (h w) c'))
     k, v = (_dense(c, name, self.dtype)(context) for name in ('k', 'v'))
-    h = _dense(c, 'proj_out', self.dtype, init=zero_init)(_attention(q, k, v, context_mask, self.heads))
+    h = _dense(c, 'proj_out', self.dtype, init=zero_init)(attention(q, k, v, context_mask, self.heads))
     return x + einops.rearrange(h, 'b (h w) c -> b h w c', h=height)
 
 
@@ -190,8 +178,8 @@ class UNet(nn.Module):
         if h.shape[1] in self.attn_resolutions:
           h = attention(h, f'up_{level}_attn_{block}')
       if level != 0:
-        h = einops.repeat(h, 'b h w c -> b (h 2) (w 2) c')  # nearest-neighbour x2
-        h = _conv(h.shape[-1], f'up_{level}_upsample', dtype)(h)
+        h = UpsampleConv(h.shape[-1], (3, 3), padding='SAME', dtype=dtype, kernel_init=default_init,
+                         name=f'up_{level}_upsample')(h)  # nearest-neighbour x2, then a 3x3 conv
     assert not hs
 
     h = silu(GroupNorm(groups, dtype=dtype, name='norm_out')(h))

@@ -166,7 +166,7 @@ def test_rejects_indivisible_size():
 
 
 def test_multi_head_attention_is_single_heads_on_channel_groups():
-  from gen_jax.models.unet import _attention
+  from gen_jax.models.attention import attention as _attention
   rng = np.random.default_rng(0)
   q, k, v = (rng.standard_normal((2, n, 8), dtype=np.float32) for n in (5, 3, 3))
   mask = np.array([[True, True, False], [True, False, False]])
