@@ -130,8 +130,19 @@ def make_sharded_train_step(step_fn: Callable, mesh: Mesh, batches_per_step: int
       return state, jax.tree.map(lambda m: m[None], metrics)
     return jax.lax.scan(step_fn, state, batches)
 
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=(P(), P()))
-  return compiler.jit(sharded, donate_argnums=0)
+  if mesh.size > 1:
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=(P(), P()))
+    return compiler.jit(sharded, donate_argnums=0)
+
+  # One device: the state enters as device-varying (split over a mesh axis of size 1, i.e. whole), so autodiff
+  # inserts no all-reduce for the gradients of replicated params. XLA:CPU keeps a one-device all-reduce as a copy:
+  # 16 ms of an 85 ms MLP GAN D+G step (7.6M params). The values are the same; the output goes back to replicated.
+  def one_device(state, batches):
+    specs = jax.tree.map(lambda x: P(DATA) if jnp.ndim(x) else P(), state)
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(specs, P(None, DATA)), out_specs=(specs, P(DATA)))(
+        state, batches)
+
+  return compiler.jit(one_device, donate_argnums=0, out_shardings=replicated(mesh))
 
 
 def make_sharded_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:

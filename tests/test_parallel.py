@@ -73,3 +73,29 @@ def chex_tree_allclose(a, b, atol):
   assert tree_a == tree_b
   for x, y in zip(flat_a, flat_b):
     np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+
+
+def test_one_device_step_has_no_all_reduce_and_equals_the_replicated_form():
+  """One device: the state enters shard_map as device-varying, so the gradients need no all-reduce (a copy on
+  XLA:CPU); same values as the replicated-state form, and the state comes back replicated (no recompile)."""
+  x = {'image': jax.random.normal(jax.random.PRNGKey(0), (1, 16, 4))}  # [K b ...]
+  state = {'w': jnp.ones((4, 3)), 'step': jnp.zeros((), jnp.int32)}
+
+  def step_fn(state, batch):
+    loss, grads = parallel.value_and_global_mean_grad(lambda w: jnp.mean(jnp.tanh(batch['image'] @ w) ** 2))(
+        state['w'])
+    return {'w': state['w'] - 0.1 * grads, 'step': state['step'] + 1}, {'loss': loss}
+
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  step = parallel.make_sharded_train_step(step_fn, mesh)
+  reduced = [line for line in step.lower(state, x).compile().as_text().splitlines() if ' all-reduce(' in line]
+  assert reduced and all(' = f32[] all-reduce(' in line for line in reduced), reduced  # the loss's mean only
+  replicated = jax.jit(jax.shard_map(lambda s, b: step_fn(s, {'image': b['image'][0]}), mesh=mesh,
+                                     in_specs=(P(), P(None, parallel.DATA)), out_specs=(P(), P())))
+  want_state, want_metrics = replicated(state, x)
+  got_state, got_metrics = step(jax.tree.map(jnp.copy, state), x)
+  np.testing.assert_allclose(got_state['w'], want_state['w'], rtol=1e-6)
+  np.testing.assert_allclose(got_metrics['loss'], [want_metrics['loss']], rtol=1e-6)
+  assert got_state['w'].sharding.is_fully_replicated and int(got_state['step']) == 1
+  again, _ = step(got_state, x)  # the output feeds the next call as its input
+  assert int(again['step']) == 2
