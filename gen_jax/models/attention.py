@@ -32,7 +32,7 @@ def _weights(q, k, mask):
     logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
   if not forms().custom_attention_vjp:
     return jax.nn.softmax(logits, axis=-1)
-  # softmax written out (its gradient is _attend_bwd's): 2.5 ms less than jax.nn.softmax here at 16x256x256
+  # softmax written out: its gradient is _attend_bwd's, not jax.nn.softmax's custom JVP
   exp = jnp.exp(logits - jnp.max(logits, -1, keepdims=True))
   return exp / jnp.sum(exp, -1, keepdims=True)
 

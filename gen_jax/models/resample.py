@@ -55,7 +55,7 @@ def upsample_conv(x: jax.Array, kernel: jax.Array, padding: str = 'SAME') -> jax
     for b in (0, 1):
       phase_kernel, col_pad = _phase_taps(row_kernel, b, 1)
       phases.append(conv2d(x, phase_kernel.astype(x.dtype), (1, 1), (row_pad, col_pad)))
-    rows.append(jnp.stack(phases, axis=3))  # [b h w (b') o]
+    rows.append(jnp.stack(phases, axis=3))  # [n h w b o], b: the column parity
   return einops.rearrange(jnp.stack(rows, axis=2), 'n h a w b o -> n (h a) (w b) o')
 
 
