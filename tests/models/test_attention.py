@@ -34,3 +34,17 @@ def test_both_forms_give_the_same_values_and_gradients(masked):
   np.testing.assert_allclose(results[True][0][..., :4], want, rtol=1e-5, atol=1e-6)
   if masked:  # masked keys get no gradient
     assert float(jnp.abs(results[True][1][1][~mask]).max()) == 0.0
+
+
+def test_multi_head_attention_is_single_heads_on_channel_groups():
+  rng = np.random.default_rng(0)
+  q, k, v = (rng.standard_normal((2, n, 8), dtype=np.float32) for n in (5, 3, 3))
+  mask = np.array([[True, True, False], [True, False, False]])
+  groups = [attention.attention(q[..., i:i + 4], k[..., i:i + 4], v[..., i:i + 4], mask) for i in (0, 4)]
+  np.testing.assert_allclose(attention.attention(q, k, v, mask, heads=2), np.concatenate(groups, -1), atol=1e-6)
+  # a masked-out token has no influence on any head
+  k2, v2 = k.copy(), v.copy()
+  k2[0, 2] += 5.0
+  v2[1, 1:] -= 3.0
+  np.testing.assert_allclose(attention.attention(q, k2, v2, mask, heads=2),
+                             attention.attention(q, k, v, mask, heads=2), atol=1e-6)

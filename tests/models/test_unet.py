@@ -165,20 +165,6 @@ def test_rejects_indivisible_size():
     model.init(jax.random.key(0), jnp.zeros((1, 30, 30, 1)), jnp.zeros((1,)), train=False)
 
 
-def test_multi_head_attention_is_single_heads_on_channel_groups():
-  from gen_jax.models.attention import attention as _attention
-  rng = np.random.default_rng(0)
-  q, k, v = (rng.standard_normal((2, n, 8), dtype=np.float32) for n in (5, 3, 3))
-  mask = np.array([[True, True, False], [True, False, False]])
-  groups = [_attention(q[..., i:i + 4], k[..., i:i + 4], v[..., i:i + 4], mask) for i in (0, 4)]
-  np.testing.assert_allclose(_attention(q, k, v, mask, heads=2), np.concatenate(groups, -1), atol=1e-6)
-  # a masked-out token has no influence on any head
-  k2, v2 = k.copy(), v.copy()
-  k2[0, 2] += 5.0
-  v2[1, 1:] -= 3.0
-  np.testing.assert_allclose(_attention(q, k2, v2, mask, heads=2), _attention(q, k, v, mask, heads=2), atol=1e-6)
-
-
 def test_pooled_embedding_and_context_projection_condition_the_output():
   model = UNet(**TINY, cross_attn_heads=2, context_dim=16)
   x, t = batch((32, 32, 3))
