@@ -9,6 +9,7 @@ Uses synthetic images in [-1, 1] (speed only, no data loading) of the config's d
 
 import json
 import os
+import resource
 import sys
 import time
 
@@ -25,7 +26,8 @@ from gen_jax.families import get_family  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
-flags.DEFINE_integer('steps', 30, 'Timed steps (after one warm-up call).')
+flags.DEFINE_integer('steps', 30, 'Timed steps (after the warm-up calls).')
+flags.DEFINE_integer('warmup', 4, 'Untimed calls before the timed ones.')
 flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\'s dataset.')
 flags.DEFINE_string('compilation_cache_dir', '', 'Persistent XLA cache dir: run twice for cold vs cached compile.')
 flags.DEFINE_integer('profile_top', 0, 'Also print the N most costly XLA ops (run with '
@@ -55,14 +57,15 @@ def main(argv):
   flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
   memory = compiled.memory_analysis()  # XLA's buffer assignment: what the step needs beyond its arguments
   temp_mib = getattr(memory, 'temp_size_in_bytes', 0) / 2**20
-  state, metrics = compiled(state, device_batch)
+  for _ in range(FLAGS.warmup):  # dispatched as the timed calls are: the threads that run those calls fill their
+    state, metrics = compiled(state, device_batch)  # malloc arenas with the step's temporaries here
   jax.block_until_ready(metrics)
   calls = max(1, FLAGS.steps // k)
-  t0 = time.perf_counter()
+  usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
   for _ in range(calls):
     state, metrics = compiled(state, device_batch)
   jax.block_until_ready(metrics)
-  elapsed = time.perf_counter() - t0
+  elapsed, usage = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
   steps_per_s = calls * k / elapsed
   result = {'config': config.model.family, 'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
             'global_batch_size': batch, 'image_shape': shape, 'steps_per_call': k,
@@ -70,13 +73,17 @@ def main(argv):
             'steps_per_s': round(steps_per_s, 3), 'images_per_s': round(steps_per_s * batch, 1),
             'gflop_per_step': round(flops / k / 1e9, 3),
             'achieved_gflops': round(flops / k / 1e9 * steps_per_s, 2), 'temp_mib': round(temp_mib, 1),
-            'remat': bool(config.get('remat', False)), 'dtype': config.model.get('dtype', 'float32')}
+            'remat': bool(config.get('remat', False)), 'dtype': config.model.get('dtype', 'float32'),
+            # host-side cost of memory: fresh pages faulted in (and zeroed by the kernel) per step, and kernel time
+            'page_faults_per_step': round((usage.ru_minflt - usage0.ru_minflt) / (calls * k)),
+            'kernel_ms_per_step': round((usage.ru_stime - usage0.ru_stime) * 1e3 / (calls * k), 1)}
   stats = jax.local_devices()[0].memory_stats()  # None on the CPU
   if stats and 'peak_bytes_in_use' in stats:
     result['peak_device_mib'] = round(stats['peak_bytes_in_use'] / 2**20, 1)
   print(f"{result['platform']} x{result['devices']}  batch {batch}  {shape}: compile {compile_s:.2f} s, "
         f"{result['step_ms']:.1f} ms/step, {steps_per_s:.2f} steps/s, {result['images_per_s']:.0f} img/s, "
-        f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis), temp buffers {temp_mib:.0f} MiB"
+        f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis), temp buffers {temp_mib:.0f} MiB, "
+        f"{result['page_faults_per_step']} page faults / {result['kernel_ms_per_step']} ms kernel time per step"
         + (f", peak device memory {result['peak_device_mib']:.0f} MiB" if 'peak_device_mib' in result else ''))
   print(json.dumps(result))
   if FLAGS.profile_top:

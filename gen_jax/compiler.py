@@ -13,6 +13,11 @@ Programs that run once per process (parameter init) are compiled by `jit_once` a
 the CPU: their compile time dwarfs their run time (ddpm_digits' init: 3.9 s -> 1.5 s to compile, 9 -> 31 ms to
 run; the MLP GAN's 0.95 -> 0.58 s). Train steps keep the default level (DCGAN's step ran 108 -> 184 ms at level 1).
 
+Host memory: XLA:CPU's temporaries are split into heaps of at most 16 MiB (xla_multiheap_size_constraint_per_heap),
+which `gen_jax.host_memory` has malloc keep and reuse: without both, each DDPM UNet step faulted its 447 MiB of
+temporaries in afresh (~120k page faults, ~200 ms of kernel time; the step 0.88x the time with them, 2-core Sapphire
+Rapids).
+
 Random bits (`unroll_threefry_on_cpu`, done on import): jax lowers its Threefry hash on the CPU as a 5-trip while
 loop (a smaller program), so every round reads and writes the whole state through memory and nothing fuses with
 it; the unrolled lowering jax uses on GPU and TPU gives the same bits from one fused loop. A dropout mask of
@@ -28,24 +33,33 @@ from typing import Any, Callable
 
 import jax
 
-CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+from gen_jax import host_memory
+
+CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE',
+               'xla_multiheap_size_constraint_per_heap': str(host_memory.HEAP_BYTES)}
 
 
 @functools.cache
 def options() -> dict[str, str] | None:
   """The options for the default backend, or None. Asked lazily (the first jit), so that `jax.distributed` can start
-  first; options set in XLA_FLAGS win, and an XLA that no longer knows an option gets its own defaults."""
+  first; options set in XLA_FLAGS win, and an option this XLA no longer knows is left out. On the CPU this also
+  applies `host_memory.keep_freed_memory` (before any step runs)."""
   if jax.default_backend() != 'cpu':
     return None
+  host_memory.keep_freed_memory()
   flags = os.environ.get('XLA_FLAGS', '')
   chosen = {name: value for name, value in CPU_OPTIONS.items() if name not in flags}
-  if not chosen:
-    return None
+  if not _known(chosen):  # one compile when all are known; else each on its own
+    chosen = {name: value for name, value in chosen.items() if _known({name: value})}
+  return chosen or None
+
+
+def _known(chosen: dict[str, str]) -> bool:
   try:
     jax.jit(lambda x: x + 1, compiler_options=chosen).lower(1.0).compile()
-  except Exception:  # pylint: disable=broad-except  # the option is experimental; its absence is not an error
-    return None
-  return chosen
+  except Exception:  # pylint: disable=broad-except  # options are experimental; an absent one is not an error
+    return False
+  return True
 
 
 def unroll_threefry_on_cpu(unrolled: bool = True) -> bool:

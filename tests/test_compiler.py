@@ -28,12 +28,20 @@ def test_cpu_convolutions_compile_to_xla_not_ynnpack():
 
 def test_an_option_set_in_xla_flags_is_left_to_the_user(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT')
-  assert compiler.options() is None
+  others = {k: v for k, v in compiler.CPU_OPTIONS.items() if k != 'xla_cpu_experimental_ynn_fusion_type'}
+  assert compiler.options() == others
+
+
+def others_known():
+  return {'xla_multiheap_size_constraint_per_heap': '16777216'}
 
 
 def test_an_option_this_xla_does_not_know_falls_back_to_its_defaults(monkeypatch):
   monkeypatch.setattr(compiler, 'CPU_OPTIONS', {'xla_cpu_option_that_does_not_exist': 'x'})
   assert compiler.options() is None
+  compiler.options.cache_clear()
+  monkeypatch.setattr(compiler, 'CPU_OPTIONS', {'xla_cpu_option_that_does_not_exist': 'x', **others_known()})
+  assert compiler.options() == others_known()  # the known ones stay
   assert compiler.jit(lambda x: x * 2)(jnp.ones(3)).tolist() == [2.0, 2.0, 2.0]
 
 
