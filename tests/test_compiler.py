@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
-from gen_jax import compiler
+from gen_jax import compiler, host_memory
 
 
 @pytest.fixture(autouse=True)
@@ -32,16 +32,13 @@ def test_an_option_set_in_xla_flags_is_left_to_the_user(monkeypatch):
   assert compiler.options() == others
 
 
-def others_known():
-  return {'xla_multiheap_size_constraint_per_heap': '16777216'}
-
-
 def test_an_option_this_xla_does_not_know_falls_back_to_its_defaults(monkeypatch):
   monkeypatch.setattr(compiler, 'CPU_OPTIONS', {'xla_cpu_option_that_does_not_exist': 'x'})
   assert compiler.options() is None
   compiler.options.cache_clear()
-  monkeypatch.setattr(compiler, 'CPU_OPTIONS', {'xla_cpu_option_that_does_not_exist': 'x', **others_known()})
-  assert compiler.options() == others_known()  # the known ones stay
+  known = {'xla_multiheap_size_constraint_per_heap': str(host_memory.HEAP_BYTES)}
+  monkeypatch.setattr(compiler, 'CPU_OPTIONS', {'xla_cpu_option_that_does_not_exist': 'x', **known})
+  assert compiler.options() == known  # the known ones stay
   assert compiler.jit(lambda x: x * 2)(jnp.ones(3)).tolist() == [2.0, 2.0, 2.0]
 
 
