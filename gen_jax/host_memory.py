@@ -2,7 +2,7 @@
 
 XLA:CPU allocates each execution's temporary buffers (447 MiB for the DDPM UNet ch 64 step at batch 16) on a
 worker thread and frees them at its end. glibc serves a request that large by a fresh mmap and returns it with
-munmap, so every step faulted in and zeroed ~115k pages again (~200 ms of kernel time per step on a 2-core Sapphire
+munmap, so every step faulted in and zeroed ~120k pages again (~200 ms of kernel time per step on a 2-core Sapphire
 Rapids, 11% of the step's CPU time); PyTorch's per-tensor allocations are small enough to be reused. The cure has
 two halves: `gen_jax.compiler` asks XLA to split the temporaries into heaps of at most `HEAP_BYTES`
 (xla_multiheap_size_constraint_per_heap), and `keep_freed_memory` tells malloc to serve every request from its arenas

@@ -17,8 +17,7 @@ from gen_jax import compiler, host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = r'''
-import json, resource, sys, threading
-sys.path.insert(0, ROOT)
+import json, resource, threading
 import numpy as np
 from gen_jax import host_memory
 np._core.multiarray._set_madvise_hugepage(False)
@@ -42,8 +41,8 @@ pytestmark = pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ve
 
 def probe(keep: bool) -> dict:
   env = {**os.environ, 'GEN_JAX_KEEP_FREED_MEMORY': '1' if keep else '0'}
-  out = subprocess.run([sys.executable, '-c', PROBE.replace('ROOT', repr(ROOT))], env=env, check=True,
-                       capture_output=True, text=True).stdout
+  out = subprocess.run([sys.executable, '-c', PROBE], cwd=ROOT, env=env, check=True, capture_output=True,
+                       text=True).stdout
   return json.loads(out.strip().splitlines()[-1])
 
 
