@@ -4,7 +4,8 @@
       --config.global_batch_size=16 --b forms=lax [--a ...] [--rounds 5 --steps 4]
 
 A setting is a comma list of `forms=NAME` (layers.NAMED), `forms.FIELD=0|1` (one field of layers.Forms),
-`threefry=rolled|unrolled` (compiler.unroll_threefry_on_cpu) and `xla.OPTION=VALUE` (an XLA compiler option on
+`threefry=rolled|unrolled|sized` (compiler.unroll_threefry_on_cpu: all rolled, all unrolled, or the default
+size rule) and `xla.OPTION=VALUE` (an XLA compiler option on
 top of gen_jax.compiler's, e.g. xla.xla_cpu_prefer_vector_width=512). On shared machines whose speed drifts by 10%
 from one minute to the next, timing the two compiled steps in alternating rounds makes their ratio trustworthy where two
 separate runs are not. Prints each round, the medians and B/A, then one JSON line.
@@ -39,9 +40,12 @@ flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\
 flags.mark_flags_as_required(['config'])
 
 
-def parse_setting(text: str) -> tuple[layers.Forms, bool, dict[str, str]]:
-  """'forms=lax,forms.tanh_silu=0,threefry=rolled,xla.NAME=V' -> (Forms, unrolled threefry, XLA options)."""
-  chosen, unrolled, options = layers.forms(), True, {}
+THREEFRY = {'rolled': (False, 0), 'unrolled': (True, 0), 'sized': (True, compiler.MIN_UNROLLED_WORDS)}
+
+
+def parse_setting(text: str) -> tuple[layers.Forms, tuple[bool, int], dict[str, str]]:
+  """'forms=lax,forms.tanh_silu=0,threefry=rolled,xla.NAME=V' -> (Forms, unroll_threefry_on_cpu's args, XLA options)."""
+  chosen, threefry, options = layers.forms(), THREEFRY['sized'], {}
   for item in filter(None, text.split(',')):
     key, _, value = item.partition('=')
     if key == 'forms':
@@ -51,14 +55,14 @@ def parse_setting(text: str) -> tuple[layers.Forms, bool, dict[str, str]]:
     elif key.startswith('forms.'):
       chosen = dataclasses.replace(chosen, **{key[len('forms.'):]: value in ('1', 'true', 'True')})
     elif key == 'threefry':
-      if value not in ('rolled', 'unrolled'):
-        raise ValueError(f'threefry must be rolled or unrolled, got {value!r}')
-      unrolled = value == 'unrolled'
+      if value not in THREEFRY:
+        raise ValueError(f'threefry must be one of {sorted(THREEFRY)}, got {value!r}')
+      threefry = THREEFRY[value]
     elif key.startswith('xla.'):
       options[key[len('xla.'):]] = value
     else:
       raise ValueError(f'unknown setting {item!r}: use forms=, forms.FIELD=, threefry= or xla.OPTION=')
-  return chosen, unrolled, options
+  return chosen, threefry, options
 
 
 def main(argv):
@@ -69,19 +73,19 @@ def main(argv):
   state, batch = synthetic.train_setup(family, config, mesh, synthetic.image_shape(config, FLAGS.image_shape))
   compiled, states = {}, {}
   for name, text in (('A', FLAGS.a), ('B', FLAGS.b)):
-    chosen, unrolled, options = parse_setting(text)
-    compiler.unroll_threefry_on_cpu(unrolled)
+    chosen, threefry, options = parse_setting(text)
+    compiler.unroll_threefry_on_cpu(*threefry)
     step = parallel.make_sharded_train_step(family.train_step, mesh, family.batches_per_step)
     t0 = time.perf_counter()
     with layers.use_forms(chosen):
       lowered = step.lower(state, batch)
       compiled[name] = lowered.compile({**(compiler.options() or {}), **options}) if options else lowered.compile()
-    print(f'{name}: {text or "defaults"} ({chosen}, threefry {"unrolled" if unrolled else "rolled"}): '
+    print(f'{name}: {text or "defaults"} ({chosen}, threefry {threefry}): '
           f'compile {time.perf_counter() - t0:.1f} s', flush=True)
     states[name] = jax.tree.map(lambda x: x.copy(), state)
     states[name], metrics = compiled[name](states[name], batch)
     jax.block_until_ready(metrics)
-  compiler.unroll_threefry_on_cpu(True)
+  compiler.unroll_threefry_on_cpu()
   times = {'A': [], 'B': []}
   for r in range(FLAGS.rounds):
     for name in ('A', 'B'):

@@ -28,6 +28,7 @@ it; the unrolled lowering jax uses on GPU and TPU gives the same bits from one f
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any, Callable
 
@@ -62,17 +63,29 @@ def _known(chosen: dict[str, str]) -> bool:
   return True
 
 
-def unroll_threefry_on_cpu(unrolled: bool = True) -> bool:
-  """Lowers Threefry on the CPU as jax does on GPU/TPU (unrolled; same bits), or back to jax's CPU rule (for A/B
-  timing). Applies to programs lowered afterwards. False where jax's internals moved (its own rule stays)."""
+# Threefry calls of fewer output words than this keep jax's rolled CPU lowering: XLA fuses an unrolled hash into every
+# kernel that reads its bits, so a small mask used by a forward and two backward kernels is compiled three times
+# (the MLP GAN step: 27 unrolled-hash kernels, 3.7 s to compile against 2.5 s rolled) and saves little there.
+MIN_UNROLLED_WORDS = 2**17
+
+
+def unroll_threefry_on_cpu(unrolled: bool = True, min_words: int = MIN_UNROLLED_WORDS) -> bool:
+  """Lowers Threefry calls of at least `min_words` outputs on the CPU as jax does on GPU/TPU (unrolled; same bits),
+  the smaller ones with jax's CPU rule; unrolled=False: all with jax's CPU rule (for A/B timing). Applies to programs
+  lowered afterwards. False where jax's internals moved (its own rule stays)."""
   try:
     from jax._src.interpreters import mlir
     from jax._src.random import threefry2x32
-    # pylint: disable-next=protected-access
-    rule = threefry2x32._threefry2x32_lowering_rule if unrolled else threefry2x32._threefry2x32_cpu_lowering_rule
-    mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform='cpu', inline=False)
+    # pylint: disable=protected-access
+    fast, rolled = threefry2x32._threefry2x32_lowering_rule, threefry2x32._threefry2x32_cpu_lowering_rule
   except (ImportError, AttributeError):  # a jax without these internals keeps its own (slower, same bits)
     return False
+
+  def rule(ctx, *args, **params):
+    words = math.prod(ctx.avals_out[0].shape)
+    return (fast if unrolled and words >= min_words else rolled)(ctx, *args, **params)
+
+  mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform='cpu', inline=False)
   return True
 
 

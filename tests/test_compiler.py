@@ -42,18 +42,21 @@ def test_an_option_this_xla_does_not_know_falls_back_to_its_defaults(monkeypatch
   assert compiler.jit(lambda x: x * 2)(jnp.ones(3)).tolist() == [2.0, 2.0, 2.0]
 
 
-def test_random_bits_are_jax_s_own_from_an_unrolled_threefry_on_the_cpu():
+def test_random_bits_are_jax_s_own_from_an_unrolled_threefry_on_the_cpu_for_large_calls():
   assert compiler.UNROLLED_THREEFRY
-  lowered = jax.jit(lambda k: jax.random.bits(k, (6,))).lower(jax.random.key(0)).as_text()
-  assert 'while' not in lowered  # jax's CPU rule is a 5-trip while loop; its GPU/TPU rule is unrolled
-  # stock jax 0.10.2's bits for key 0 (its rolled CPU lowering), and for a shape nothing else here uses:
+  many = (compiler.MIN_UNROLLED_WORDS,)
+  lower = lambda shape, seed=0: jax.jit(lambda k: jax.random.bits(k, shape)).lower(jax.random.key(seed)).as_text()
+  assert 'while' not in lower(many)  # jax's CPU rule is a 5-trip while loop; its GPU/TPU rule is unrolled
+  assert 'while' in lower((6,))  # small calls keep jax's CPU rule (fewer kernels to compile)
+  # stock jax 0.10.2's bits for key 0, and for a shape nothing else here uses:
   assert jax.random.bits(jax.random.key(0), (6,)).tolist() == [4070199207, 4202968722, 1427181096, 2012915765,
                                                                  2447653815, 710830403]
+  uniform = lambda k: jax.random.uniform(k, (compiler.MIN_UNROLLED_WORDS // 2, 3))
   assert compiler.unroll_threefry_on_cpu(False)
   try:
-    assert 'while' in jax.jit(lambda k: jax.random.bits(k, (7,))).lower(jax.random.key(0)).as_text()
-    rolled = jax.jit(lambda k: jax.random.uniform(k, (5, 3))).lower(jax.random.key(4)).compile()(jax.random.key(4))
+    assert 'while' in lower(many, 1)
+    rolled = jax.jit(uniform).lower(jax.random.key(4)).compile()(jax.random.key(4))
   finally:
-    compiler.unroll_threefry_on_cpu(True)
-  unrolled = jax.jit(lambda k: jax.random.uniform(k, (5, 3)))(jax.random.key(4))
+    compiler.unroll_threefry_on_cpu()
+  unrolled = jax.jit(uniform)(jax.random.key(4))
   assert (rolled == unrolled).all()

@@ -1,8 +1,10 @@
 """The training loop: outputs on disk, exact resume after SIGTERM, NaN guard, config validation."""
 
+import collections
 import glob
 import os
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -54,6 +56,34 @@ def test_sigterm_then_restart_equals_uninterrupted_run(tmp_path, make_config):
     np.testing.assert_array_equal(x, y)
   merged = {**first.history, **second.history}
   assert merged == full.history
+
+
+def _compiles(run) -> collections.Counter:
+  """XLA compiles per (program name, compiled on the compile-ahead thread) while `run()` runs."""
+  counts = collections.Counter()
+
+  def listener(event, duration, fun_name='?', **kwargs):
+    del duration, kwargs
+    if event == '/jax/core/compile/backend_compile_duration':
+      counts[fun_name, threading.current_thread().name.startswith('compile_ahead')] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    run()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  return counts
+
+
+def test_step_and_sample_compiled_ahead_once_also_on_resume(tmp_path):
+  """The programs compiled on the side thread are the ones the loop calls: no second compile, fresh or resumed."""
+  config = tiny_ddpm_config(total_steps=4, checkpoint_every=2, sample_every=2)
+  for total_steps in (2, 4):  # the second run resumes from step 2
+    config.total_steps = total_steps
+    counts = _compiles(lambda: train(config, str(tmp_path)))
+    steps = {key: n for key, n in counts.items() if key[0] in ('jit(per_device)', 'jit(one_device)')}
+    assert list(steps.values()) == [1] and list(steps)[0][1], counts  # once, ahead
+    assert counts['jit(sample)', True] == 1 and counts['jit(sample)', False] == 0, counts
 
 
 def test_running_again_after_the_end_is_a_no_op(tmp_path):
