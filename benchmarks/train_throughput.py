@@ -10,6 +10,7 @@ Uses synthetic images in [-1, 1] (speed only, no data loading) of the config's d
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 
@@ -33,6 +34,8 @@ flags.DEFINE_string('compilation_cache_dir', '', 'Persistent XLA cache dir: run 
 flags.DEFINE_integer('profile_top', 0, 'Also print the N most costly XLA ops (run with '
                      'XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true; see benchmarks/op_profile.py).')
 flags.DEFINE_string('hlo_out', '', 'Also write the compiled step\'s optimised HLO to this file.')
+flags.DEFINE_bool('per_call', False, 'Wait for each call and also report the median call (as the PyTorch peers do); '
+                  'off: calls are dispatched back to back, as the training loop does.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -61,9 +64,13 @@ def main(argv):
     state, metrics = compiled(state, device_batch)  # malloc arenas with the step's temporaries here
   jax.block_until_ready(metrics)
   calls = max(1, FLAGS.steps // k)
+  call_s = []
   usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
   for _ in range(calls):
     state, metrics = compiled(state, device_batch)
+    if FLAGS.per_call:
+      jax.block_until_ready(metrics)
+      call_s.append(time.perf_counter() - t0 - sum(call_s))
   jax.block_until_ready(metrics)
   elapsed, usage = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
   steps_per_s = calls * k / elapsed
@@ -77,6 +84,8 @@ def main(argv):
             # host-side cost of memory: fresh pages faulted in (and zeroed by the kernel) per step, and kernel time
             'page_faults_per_step': round((usage.ru_minflt - usage0.ru_minflt) / (calls * k)),
             'kernel_ms_per_step': round((usage.ru_stime - usage0.ru_stime) * 1e3 / (calls * k), 1)}
+  if call_s:
+    result['step_ms_median'] = round(statistics.median(call_s) * 1000 / k, 3)
   stats = jax.local_devices()[0].memory_stats()  # None on the CPU
   if stats and 'peak_bytes_in_use' in stats:
     result['peak_device_mib'] = round(stats['peak_bytes_in_use'] / 2**20, 1)
