@@ -65,7 +65,9 @@ def _known(chosen: dict[str, str]) -> bool:
 
 # Threefry calls of fewer output words than this keep jax's rolled CPU lowering: XLA fuses an unrolled hash into every
 # kernel that reads its bits, so a small mask used by a forward and two backward kernels is compiled three times
-# (the MLP GAN step: 27 unrolled-hash kernels, 3.7 s to compile against 2.5 s rolled) and saves little there.
+# (the MLP GAN step: 27 unrolled-hash kernels, 3.7 s to compile against 2.5 s rolled) and saves little there. The tiny
+# calls (key derivations, per-example keys) must stay rolled too: unrolling only those compiled the MLP GAN step slower
+# than unrolling every call (2-core EPYC: 12-14 s, against 9-11 s all unrolled and 5.5-7 s with this rule).
 MIN_UNROLLED_WORDS = 2**17
 
 

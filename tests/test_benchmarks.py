@@ -38,4 +38,6 @@ def test_startup_benchmark_prints_its_breakdown():
   [result] = json_lines(run.stdout)
   assert result['run_s'] > result['bare_jax_s'] > 0 and result['ratio'] > 1
   assert result['breakdown_s']['XLA compiles'] > 0 and 'jit(per_device)' in result['compile_s_per_program']
-  assert sum(result['breakdown_s'].values()) < 1.5 * result['run_s']  # the rows account for one run, not more
+  assert result['overlapped_s'] > 0  # the train step was compiled on the compile-ahead thread
+  # the rows account for one run, not more, once the overlapped compiles are taken out
+  assert sum(result['breakdown_s'].values()) - result['overlapped_s'] < 1.5 * result['run_s']
