@@ -73,15 +73,17 @@ MIN_UNROLLED_WORDS = 2**17
 
 def unroll_threefry_on_cpu(unrolled: bool = True, min_words: int = MIN_UNROLLED_WORDS) -> bool:
   """Lowers Threefry calls of at least `min_words` outputs on the CPU as jax does on GPU/TPU (unrolled; same bits),
-  the smaller ones with jax's CPU rule; unrolled=False: all with jax's CPU rule (for A/B timing). Applies to programs
-  lowered afterwards. False where jax's internals moved (its own rule stays)."""
+  the smaller ones with jax's CPU rule on flattened operands (`_flat_rolled_rule`); unrolled=False: all of them that
+  way (for A/B timing). Applies to programs lowered afterwards. False where jax's internals moved (its own rule
+  stays)."""
   try:
     from jax._src.interpreters import mlir
     from jax._src.random import threefry2x32
     # pylint: disable=protected-access
-    fast, rolled = threefry2x32._threefry2x32_lowering_rule, threefry2x32._threefry2x32_cpu_lowering_rule
+    fast, hash_fn = threefry2x32._threefry2x32_lowering_rule, threefry2x32._threefry2x32_lowering
   except (ImportError, AttributeError):  # a jax without these internals keeps its own (slower, same bits)
     return False
+  rolled = mlir.lower_fun(functools.partial(_flat_rolled, hash_fn), multiple_results=True)
 
   def rule(ctx, *args, **params):
     words = math.prod(ctx.avals_out[0].shape)
@@ -89,6 +91,16 @@ def unroll_threefry_on_cpu(unrolled: bool = True, min_words: int = MIN_UNROLLED_
 
   mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform='cpu', inline=False)
   return True
+
+
+def _flat_rolled(hash_fn: Callable, *operands: jax.Array) -> list[jax.Array]:
+  """jax's rolled CPU Threefry on 1-D operands, reshaped back: the same bits (the hash is elementwise), but LLVM
+  unrolls the rolled loop's kernel over a small multi-dimensional shape into thousands of vector ops, which is slow
+  to compile: a bernoulli mask of 8x8x8x8 compiled in 3.6 s, of 4096 in 0.4 s (both ran 0.9 ms); the tiny DDPM
+  UNet step of the tests (ch 8, 8x8, batch 8) compiled in 12.8-17.0 s before, 10.0-10.3 s after (2-core EPYC)."""
+  shape = jax.lax.broadcast_shapes(*(x.shape for x in operands))
+  flat = [x if x.ndim == 0 else jax.numpy.broadcast_to(x, shape).reshape(-1) for x in operands]
+  return [bits.reshape(shape) for bits in hash_fn(*flat, use_rolled_loops=True)]
 
 
 UNROLLED_THREEFRY = unroll_threefry_on_cpu()

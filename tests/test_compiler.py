@@ -60,3 +60,16 @@ def test_random_bits_are_jax_s_own_from_an_unrolled_threefry_on_the_cpu_for_larg
     compiler.unroll_threefry_on_cpu()
   unrolled = jax.jit(uniform)(jax.random.key(4))
   assert (rolled == unrolled).all()
+
+
+def test_small_multidimensional_random_bits_are_jax_s_own_from_the_flattened_rolled_threefry():
+  from jax._src.interpreters import mlir
+  from jax._src.random import threefry2x32
+  mask = jax.jit(lambda k: jax.random.bernoulli(k, 0.7, (4, 3, 5, 2)))
+  ours = mask(jax.random.key(7))
+  mlir.register_lowering(threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_cpu_lowering_rule, platform='cpu')
+  try:  # pylint: disable=protected-access
+    stock = jax.jit(lambda k: jax.random.bernoulli(k, 0.7, (4, 3, 5, 2)))(jax.random.key(7))
+  finally:
+    compiler.unroll_threefry_on_cpu()
+  assert ours.shape == (4, 3, 5, 2) and (ours == stock).all() and 0.5 < ours.mean() < 0.9
