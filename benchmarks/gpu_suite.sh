@@ -7,11 +7,11 @@
 #
 # Env: PY (python, default python3 or .venv/bin/python), OLD (a checkout of older gen_jax: its train-step figures
 # are printed beside the current ones, same machine, same call), PEERS (a copy of ../shared/peers: PyTorch peers).
-# Sections: 1 ddpm_cifar training at batch 128, float32 vs the bfloat16 policy, remat peak memory; 2 its step's
-# cold and cached compile; 3 DDIM-50 sampling throughput -> minutes for 50k FID samples; 4 the input pipeline
-# alone against 6000 img/s; 5 steps_per_call K=1 vs K=8 on the small configs; 6 the layer forms (layers.py's
-# XLA:CPU forms vs plain lax, compiled in one process and timed alternately: B/A < 1 means lax is faster here and
-# layers.BY_BACKEND should say so for this backend); 7 PyTorch peers.
+# Sections: 1 ddpm_cifar training at batch 128, float32 (with its cold compile) vs the bfloat16 policy, remat peak
+# memory; 2 its step's compile from the persistent cache; 3 DDIM-50 sampling throughput -> minutes for 50k FID
+# samples; 4 the input pipeline alone against 6000 img/s; 5 steps_per_call K=1 vs K=8 on the small configs; 6 the
+# layer forms (layers.py's XLA:CPU forms vs plain lax, compiled in one process and timed alternately: B/A < 1 means
+# lax is faster here and layers.BY_BACKEND should say so for this backend); 7 PyTorch peers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
@@ -45,17 +45,17 @@ fi
 TRAIN=(benchmarks/train_throughput.py "${CIFAR[@]}" --config.global_batch_size=$B --steps $STEPS)
 "$PY" -c 'import jax; print("==", jax.devices()[0].device_kind, "x", jax.device_count(), "jax", jax.__version__)'
 
+cache=$(mktemp -d)  # the float32 run compiles cold into it; section 2 compiles the same step from it
 echo "## 1. ddpm_cifar training, batch $B (float32 = TF32 convs on GPUs by default; bfloat16 = the mixed policy)"
-j "float32" "${TRAIN[@]}"
+j "float32 (its compile_s is the cold compile into an empty persistent cache)" "${TRAIN[@]}" \
+    --compilation_cache_dir "$cache"
 j "bfloat16 compute, float32 params / norms / softmax / loss" "${TRAIN[@]}" --config.model.dtype=bfloat16
 j "float32, config.remat (per-block nn.remat): peak memory" "${TRAIN[@]}" --config.remat=True
 if [ -n "${OLD:-}" ]; then
   (cd "$OLD" && j "OLD code ($OLD) float32, same call" "${TRAIN[@]}")
 fi
 
-echo "## 2. compile of the ddpm_cifar step: cold, then from the persistent cache"
-cache=$(mktemp -d)
-j "cold" "${TRAIN[@]}" --steps 1 --compilation_cache_dir "$cache"
+echo "## 2. compile of the ddpm_cifar step from the persistent cache (cold: float32's compile_s in section 1)"
 j "cached" "${TRAIN[@]}" --steps 1 --compilation_cache_dir "$cache"
 rm -rf "$cache"
 

@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every = 50
   config.checkpoint_every = 500
   config.max_checkpoints_to_keep = 3
-  config.sample_every = 500
+  config.sample_every = 500  # a sample grid every N steps and at the end; 0 = none (no sampler compiled)
   config.num_samples = 64  # images in the sample grid
   config.eval_every = 0  # 0 = no held-out evaluation; else every N steps on `eval_batches` batches
   config.eval_batches = 4  # of global_batch_size examples from data.eval_split (the same ones every time)

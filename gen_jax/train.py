@@ -45,12 +45,13 @@ def validate_config(config) -> None:
   k = config.steps_per_call
   if k < 1:
     raise UserError(f'steps_per_call={k} must be >= 1.')
-  for name in ('total_steps', 'log_every', 'checkpoint_every', 'sample_every'):
+  for name in ('total_steps', 'log_every', 'checkpoint_every'):
     value = config[name]
     if value < 1 or value % k:
       raise UserError(f'{name}={value} must be a positive multiple of steps_per_call={k}.')
-  if config.eval_every < 0 or config.eval_every % k:
-    raise UserError(f'eval_every={config.eval_every} must be 0 (off) or a positive multiple of steps_per_call={k}.')
+  for name in ('sample_every', 'eval_every'):
+    if config[name] < 0 or config[name] % k:
+      raise UserError(f'{name}={config[name]} must be 0 (off) or a positive multiple of steps_per_call={k}.')
 
 
 def setup_compilation_cache(config, workdir: str) -> None:
@@ -89,6 +90,7 @@ class Trainer:
                                    out_shardings=self.replicated)
     self._step = parallel.make_sharded_train_step(self.family.train_step, self.mesh, self.family.batches_per_step)
     self._sample = compiler.jit(self.family.sample, static_argnums=2, out_shardings=self.replicated)
+    self.draws_grids = self.family.generative and config.sample_every > 0  # sample_every=0: no grids, no sampler
     self.eval_data = self._eval_dataset() if config.eval_every else None
     self._eval = parallel.make_sharded_eval_step(self.family.eval_step, self.mesh)
     self._sample_compiled: concurrent.futures.Future | None = None  # see compile_ahead
@@ -124,7 +126,7 @@ class Trainer:
     state = state.replace(frozen=self.frozen)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='compile_ahead')
     step = pool.submit(self._step.lower(state, batch).compile)
-    if self.family.generative:
+    if self.draws_grids:
       self._sample_compiled = pool.submit(self._sample.lower(state, *self._sample_args[0]).compile)
     pool.shutdown(wait=False)
     return step
@@ -215,7 +217,7 @@ class Trainer:
           writer.write_scalars(step, {**averages, 'steps_per_sec': progress.steps_per_s})
           if jax.process_index() == 0:
             print(line, flush=True)
-        if self.family.generative and (step % config.sample_every == 0 or step == config.total_steps):
+        if self.draws_grids and (step % config.sample_every == 0 or step == config.total_steps):
           self.write_samples(writer, state, step)
         if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):
           eval_history[step] = self.evaluate(writer, state, step)

@@ -22,7 +22,7 @@ def _checkpoint_steps(workdir):
 
 def test_run_writes_checkpoints_events_and_sample_grids(tmp_path):
   workdir = str(tmp_path)
-  result = train(tiny_vae_config(), workdir)
+  result = train(tiny_vae_config(sample_every=8), workdir)
   assert not result.preempted and sorted(result.history) == list(range(1, 9))
   assert _checkpoint_steps(workdir) == [4, 8]
   assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
@@ -56,6 +56,7 @@ def test_sigterm_then_restart_equals_uninterrupted_run(tmp_path, make_config):
     np.testing.assert_array_equal(x, y)
   merged = {**first.history, **second.history}
   assert merged == full.history
+  assert not os.path.exists(os.path.join(workdir, 'samples'))  # sample_every=0 (the tiny configs): no grids
 
 
 def _compiles(run) -> collections.Counter:
@@ -105,6 +106,8 @@ def test_nan_loss_stops_the_run_and_is_never_checkpointed(tmp_path):
 @pytest.mark.parametrize('key,value,match', [
     ('steps_per_call', 0, 'steps_per_call'),
     ('checkpoint_every', 3, 'multiple of steps_per_call'),
+    ('sample_every', 3, '0 \\(off\\) or a positive multiple'),
+    ('sample_every', -2, 'sample_every=-2'),
 ])
 def test_invalid_loop_settings_are_user_errors(key, value, match):
   config = tiny_vae_config(steps_per_call=2)

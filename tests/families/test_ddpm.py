@@ -40,7 +40,7 @@ def test_overfits_one_fixed_batch():
 
 
 def test_eight_devices_equal_one_device(tmp_path):
-  config = tiny_ddpm_config(total_steps=4, checkpoint_every=4, sample_every=4, log_every=2)
+  config = tiny_ddpm_config(total_steps=4, checkpoint_every=4, log_every=2)
   one = train(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
   eight = train(config, str(tmp_path / 'eight'))
   for a, b in zip(jax.tree.leaves(host_tree(one.state)), jax.tree.leaves(host_tree(eight.state)), strict=True):
@@ -57,7 +57,7 @@ def test_bad_settings_are_user_errors(key, value):
 
 
 def test_eval_reports_the_variational_bound_in_bits_per_dim(tmp_path):
-  config = tiny_ddpm_config(total_steps=2, log_every=2, checkpoint_every=2, sample_every=2, eval_every=2,
+  config = tiny_ddpm_config(total_steps=2, log_every=2, checkpoint_every=2, eval_every=2,
                             eval_batches=1, **{'diffusion.eval_bpd': True, 'diffusion.num_timesteps': 1000})
   result = train(config, str(tmp_path), devices=jax.devices()[:1])
   e = result.eval_history[2]
