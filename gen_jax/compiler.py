@@ -73,7 +73,7 @@ MIN_UNROLLED_WORDS = 2**17
 
 def unroll_threefry_on_cpu(unrolled: bool = True, min_words: int = MIN_UNROLLED_WORDS) -> bool:
   """Lowers Threefry calls of at least `min_words` outputs on the CPU as jax does on GPU/TPU (unrolled; same bits),
-  the smaller ones with jax's CPU rule on flattened operands (`_flat_rolled_rule`); unrolled=False: all of them that
+  the smaller ones with jax's CPU rule on flattened operands (`_flat_rolled`); unrolled=False: all of them that
   way (for A/B timing). Applies to programs lowered afterwards. False where jax's internals moved (its own rule
   stays)."""
   try:
