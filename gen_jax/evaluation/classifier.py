@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 
+import filelock
 import flax.linen as nn
 import flax.serialization
 import jax
@@ -107,22 +108,41 @@ def train_classifier(data_config, steps: int = 1000, batch_size: int = 128, seed
 
 
 def get_classifier(data_config, cache_dir: str, steps: int = 1000, seed: int = 0) -> Classifier:
-  """The cached classifier for this dataset (trained and saved under `cache_dir` on first use)."""
+  """The cached classifier for this dataset (trained and saved under `cache_dir` on first use). Evaluators started
+  together (a sweep's members, test workers) share the cache: a file lock lets one train it while the others wait
+  and load it, and both files are replaced atomically (the JSON last, so its presence means a whole entry)."""
   image_shape = make_source(data_config).image_shape
   stem = os.path.join(cache_dir, _cache_name(data_config, image_shape, steps, seed))
-  if os.path.exists(stem + '.json') and os.path.exists(stem + '.msgpack'):
-    info = json.load(open(stem + '.json'))
-    model = CNN(info['num_classes'])
-    template = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))['params']
-    with open(stem + '.msgpack', 'rb') as f:
-      params = flax.serialization.from_bytes(template, f.read())
-    return Classifier(model, params, info['test_accuracy'])
-  classifier = train_classifier(data_config, steps=steps, seed=seed)
+  cached = _load(stem, image_shape)
+  if cached is not None:
+    return cached
   os.makedirs(cache_dir, exist_ok=True)
-  with open(stem + '.msgpack.tmp', 'wb') as f:
-    f.write(flax.serialization.to_bytes(classifier.params))
-  os.replace(stem + '.msgpack.tmp', stem + '.msgpack')
-  with open(stem + '.json', 'w') as f:
-    json.dump({'num_classes': classifier.model.num_classes, 'test_accuracy': classifier.test_accuracy,
-               'dataset': data_config.name, 'steps': steps, 'seed': seed}, f)
+  with filelock.FileLock(stem + '.lock'):
+    cached = _load(stem, image_shape)  # trained by another process while this one waited
+    if cached is not None:
+      return cached
+    classifier = train_classifier(data_config, steps=steps, seed=seed)
+    info = {'num_classes': classifier.model.num_classes, 'test_accuracy': classifier.test_accuracy,
+            'dataset': data_config.name, 'steps': steps, 'seed': seed}
+    _write_atomically(stem + '.msgpack', flax.serialization.to_bytes(classifier.params))
+    _write_atomically(stem + '.json', json.dumps(info).encode())
   return classifier
+
+
+def _load(stem: str, image_shape) -> Classifier | None:
+  if not (os.path.exists(stem + '.json') and os.path.exists(stem + '.msgpack')):
+    return None
+  with open(stem + '.json') as f:
+    info = json.load(f)
+  model = CNN(info['num_classes'])
+  template = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))['params']
+  with open(stem + '.msgpack', 'rb') as f:
+    params = flax.serialization.from_bytes(template, f.read())
+  return Classifier(model, params, info['test_accuracy'])
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+  temporary = f'{path}.{os.getpid()}.tmp'
+  with open(temporary, 'wb') as f:
+    f.write(data)
+  os.replace(temporary, path)

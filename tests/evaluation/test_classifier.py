@@ -36,3 +36,35 @@ def test_parameter_names_stay_those_of_cached_classifiers():
   from gen_jax.evaluation.classifier import CNN
   params = CNN(10).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))['params']
   assert params['Dense_0']['kernel'].shape == (128, 10) and params['Dense_1']['kernel'].shape[1] == 128
+
+
+def test_evaluators_started_together_train_the_classifier_once(tmp_path, monkeypatch):
+  """A sweep's members evaluate at once on a fresh cache: one trains (here a stand-in that takes a while), the
+  other waits for the lock and loads what it saved."""
+  import threading
+  import time
+
+  import jax
+  import jax.numpy as jnp
+
+  from gen_jax.evaluation import classifier as classifier_lib
+  trained = []
+
+  def slow_train(data_config, steps, seed):
+    trained.append(seed)
+    time.sleep(0.5)  # the other evaluator arrives while this one trains
+    model = classifier_lib.CNN(10)
+    return classifier_lib.Classifier(model, model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))['params'],
+                                     0.5)
+
+  monkeypatch.setattr(classifier_lib, 'train_classifier', slow_train)
+  data, got = tiny_ddpm_config().data, []
+  threads = [threading.Thread(target=lambda: got.append(get_classifier(data, str(tmp_path)))) for _ in range(2)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert trained == [0] and len(got) == 2 and {c.test_accuracy for c in got} == {0.5}
+  for a, b in zip(jax.tree.leaves(got[0].params), jax.tree.leaves(got[1].params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert sorted(p.suffix for p in tmp_path.iterdir() if p.suffix != '.lock') == ['.json', '.msgpack']  # no temps
