@@ -97,6 +97,7 @@ def minilm_run(tmp_path_factory):
   return config, workdir, result
 
 
+@pytest.mark.xdist_group('minilm_run')  # its module fixture is built once, on one worker
 def test_frozen_encoder_is_not_trained_nor_checkpointed(minilm_run):
   config, workdir, result = minilm_run
   assert set(result.state.params) == {'unet', 'null'}  # no MiniLM weights among the trained params
@@ -108,6 +109,7 @@ def test_frozen_encoder_is_not_trained_nor_checkpointed(minilm_run):
   assert size < 20e6, size  # MiniLM alone would be 90 MB
 
 
+@pytest.mark.xdist_group('minilm_run')  # its module fixture is built once, on one worker
 def test_sample_mode_with_prompts_writes_images_prompts_and_captioned_grids(minilm_run, classifier_cache):
   config, workdir, _ = minilm_run
   config = tiny_text_config('minilm', **{'classifier.cache_dir': classifier_cache})
@@ -124,6 +126,7 @@ def test_sample_mode_with_prompts_writes_images_prompts_and_captioned_grids(mini
       'zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')]
 
 
+@pytest.mark.xdist_group('minilm_run')  # its module fixture is built once, on one worker
 def test_sample_mode_user_errors(minilm_run, tmp_path):
   config, workdir, _ = minilm_run
   with pytest.raises(UserError, match='empty --prompt'):

@@ -27,6 +27,7 @@ def trained_unclip(trained_clip, tmp_path_factory):
   return config, workdir, train(config, workdir, devices=jax.devices()[:1])
 
 
+@pytest.mark.xdist_group('trained_unclip')  # its module fixture is built once, on one worker
 def test_unclip_eight_devices_equal_one_device(trained_unclip, tmp_path):
   config, _, one = trained_unclip
   eight = train(apply_overrides(config.copy_and_resolve_references(), {'sample_every': 0}),  # grids: state unchanged
@@ -54,6 +55,7 @@ def test_prior_loss_starts_at_the_mean_square_of_the_scaled_embedding(trained_cl
   np.testing.assert_allclose(loss['prior_loss'], 1.0, rtol=1e-5)
 
 
+@pytest.mark.xdist_group('trained_unclip')  # its module fixture is built once, on one worker
 def test_prompts_go_through_the_prior_and_variations_do_not(trained_unclip):
   config, workdir, result = trained_unclip
   family = get_family(config)
@@ -78,6 +80,7 @@ def test_prompts_go_through_the_prior_and_variations_do_not(trained_unclip):
   assert not np.allclose(v, draw(state, key, 2, with_other(variations, 'image', variations['image'][::-1])))
 
 
+@pytest.mark.xdist_group('trained_unclip')  # its module fixture is built once, on one worker
 def test_sample_mode_makes_variations_of_image_files(trained_unclip, tmp_path, classifier_cache):
   config, workdir, _ = trained_unclip
   config = config.copy_and_resolve_references()
@@ -118,12 +121,13 @@ def test_unclip_user_errors(trained_clip, tmp_path):
     family.image_conditioning(np.zeros((1, 8, 8, 1), np.uint8), ['x'], 1, 1.0)
 
 
+@pytest.mark.xdist_group('trained_unclip')  # its module fixture is built once, on one worker
 def test_a_clip_trained_further_is_refused_with_the_step_to_pin(trained_unclip, tmp_path):
   """The CLIP is not checkpointed with the unCLIP: a newer CLIP checkpoint would silently swap the embedding
   space, so the step is recorded and a mismatch names --config.unclip.clip_step."""
   config, workdir, _ = trained_unclip
   newer = tmp_path / 'clip'
-  shutil.copytree(config.unclip.clip_workdir, newer)
+  shutil.copytree(config.unclip.clip_workdir, newer, ignore=shutil.ignore_patterns('eval'))  # shared: eval/ may change
   (newer / 'checkpoints' / '600').rename(newer / 'checkpoints' / '700')  # as if trained on to step 700
   moved = config.copy_and_resolve_references()
   moved.unclip.clip_workdir = str(newer)
