@@ -30,13 +30,13 @@ if [ $SMOKE = 1 ]; then
   CIFAR=(--config configs/ddpm_cifar.py --config.model.ch=8 '--config.model.ch_mult=(1,)' --config.model.num_groups=4
          --config.model.num_res_blocks=1
          '--config.model.attn_resolutions=(4,)' --image_shape 8,8,3)
-  B=8; STEPS=2; SAMPLE_BATCH=8; IMAGES=512; PIPE_BATCHES=5; K=2
+  B=8; STEPS=2; SAMPLE_BATCH=8; IMAGES=512; PIPE_BATCHES=5; K=2; KS=$K  # K=1: every other run's path
   SMALL=(--config.global_batch_size=8 --image_shape 8,8,1)
   SMALL_CONFIGS="gan_mlp_digits"
   UNET64=("${CIFAR[@]}"); DCGAN=(); AB=(--rounds 1 --steps 1)  # the smoke run checks ab_step once
 else
   CIFAR=(--config configs/ddpm_cifar.py --image_shape 32,32,3)
-  B=128; STEPS=30; SAMPLE_BATCH=1000; IMAGES=50000; PIPE_BATCHES=200; K=8
+  B=128; STEPS=30; SAMPLE_BATCH=1000; IMAGES=50000; PIPE_BATCHES=200; K=8; KS="1 $K"
   SMALL=()
   SMALL_CONFIGS="ddpm_digits dcgan_digits gan_mlp_digits vae_digits"
   UNET64=("${CIFAR[@]}" --config.model.ch=64 '--config.model.ch_mult=(1,2,2)' --config.global_batch_size=128)
@@ -68,9 +68,10 @@ j "grain" benchmarks/input_throughput.py --images $IMAGES --batch $B --batches $
 
 echo "## 5. steps_per_call: K steps per compiled call (host dispatch amortised) on the small configs"
 for c in $SMALL_CONFIGS; do
-  j "$c K=1" benchmarks/train_throughput.py --config configs/$c.py "${SMALL[@]}" --steps $((4 * K))
-  j "$c K=$K" benchmarks/train_throughput.py --config configs/$c.py "${SMALL[@]}" --steps $((4 * K)) \
-      --config.steps_per_call=$K
+  for k in $KS; do
+    j "$c K=$k" benchmarks/train_throughput.py --config configs/$c.py "${SMALL[@]}" --steps $((4 * K)) \
+        --config.steps_per_call=$k
+  done
 done
 
 echo "## 6. layer forms: A = this backend's (layers.BY_BACKEND), B = plain lax convs / GroupNorm autodiff"
