@@ -16,7 +16,7 @@ from tests.gcs_emulator import emulated_gcs
 
 TINY = {'data.image_size': 8, 'data.num_threads': 1, 'model.channels': (8, 16), 'model.latent_dim': 4,
         'optim.warmup_steps': 2, 'global_batch_size': 16, 'total_steps': 4, 'log_every': 2, 'checkpoint_every': 2,
-        'sample_every': 4, 'num_samples': 4, 'eval.num_samples': 40, 'eval.batch_size': 16, 'eval.kid_subsets': 4,
+        'sample_every': 0, 'num_samples': 4, 'eval.num_samples': 40, 'eval.batch_size': 16, 'eval.kid_subsets': 4,
         'eval.kid_subset_size': 20, 'eval.is_splits': 4, 'eval.bits_per_dim': False}
 
 
