@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from gen_jax import compiler
+from gen_jax import workdir as workdir_lib
 from gen_jax.data import dataset_id, dataset_name, load_split, make_source
 
 
@@ -124,8 +125,8 @@ def get_classifier(data_config, cache_dir: str, steps: int = 1000, seed: int = 0
     classifier = train_classifier(data_config, steps=steps, seed=seed)
     info = {'num_classes': classifier.model.num_classes, 'test_accuracy': classifier.test_accuracy,
             'dataset': data_config.name, 'steps': steps, 'seed': seed}
-    _write_atomically(stem + '.msgpack', flax.serialization.to_bytes(classifier.params))
-    _write_atomically(stem + '.json', json.dumps(info).encode())
+    workdir_lib.write_bytes(stem + '.msgpack', flax.serialization.to_bytes(classifier.params))
+    workdir_lib.write_json(stem + '.json', info)
   return classifier
 
 
@@ -140,9 +141,3 @@ def _load(stem: str, image_shape) -> Classifier | None:
     params = flax.serialization.from_bytes(template, f.read())
   return Classifier(model, params, info['test_accuracy'])
 
-
-def _write_atomically(path: str, data: bytes) -> None:
-  temporary = f'{path}.{os.getpid()}.tmp'
-  with open(temporary, 'wb') as f:
-    f.write(data)
-  os.replace(temporary, path)
