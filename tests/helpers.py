@@ -11,10 +11,14 @@ def tiny_vae_config(**overrides):
 
 
 def tiny_ddpm_config(**overrides):
+  """ddpm_digits with a one-level UNet of 16 channels (res block, middle res-attention-res, two res blocks up):
+  the loop and family tests need a real UNet, not a deep one; the UNet's levels, up/downsampling and attention
+  resolutions are tested in tests/models/test_unet.py. Two levels with attention at 4x4 compiled 2x slower (tiny
+  DDPM step 12.9 -> 6.0 s, 8 devices 17.1 -> 8.5 s; 2-core AMD EPYC, LLVM level 1)."""
   config = ddpm_digits.get_config()
   config.model.ch = 16
-  config.model.ch_mult = (1, 2)
-  config.model.attn_resolutions = (4,)
+  config.model.ch_mult = (1,)
+  config.model.attn_resolutions = ()
   config.model.num_groups = 4
   config.diffusion.num_timesteps = 100
   config.sampler.steps = 5
@@ -22,7 +26,7 @@ def tiny_ddpm_config(**overrides):
 
 
 def tiny_text_config(encoder='class', **overrides):
-  """The tiny DDPM as a text-to-image model: cross-attention at 4x4 and in the middle, 2 heads."""
+  """The tiny DDPM as a text-to-image model: cross-attention (2 heads) in the middle, at 8x8."""
   config = _tiny_conditional_unet(ddpm_text_digits.get_config())
   config.text.encoder = encoder
   config.text.width = 16
