@@ -16,7 +16,13 @@ run; the MLP GAN's 0.95 -> 0.58 s). Train steps keep the default level (DCGAN's 
 Host memory: XLA:CPU's temporaries are split into heaps of at most 16 MiB (xla_multiheap_size_constraint_per_heap),
 which `gen_jax.host_memory` has malloc keep and reuse: without both, each DDPM UNet step faulted its 447 MiB of
 temporaries in afresh (~120k page faults, ~200 ms of kernel time; the step 0.88x the time with them, 2-core Sapphire
-Rapids).
+Rapids). But XLA:CPU cannot serialize an executable with more than one heap ("Multiple temp buffer allocations
+found"), so the persistent compilation cache skipped every such step and compiled it again in each run. Hence the
+policy: with jax's persistent cache on (`config.compilation_cache_dir`, JAX_COMPILATION_CACHE_DIR), whoever turned
+it on asked for cached compiles, and programs are compiled as one heap (`UNCACHEABLE` left out) so they are cached;
+with it off, runs get the faster split. Its price, 2-core AVX2 EPYC (benchmarks/ab_step.py, one heap / split): UNet
+ch 64 b16 step 1.09x, ddpm_digits 1.07x, MLP GAN 1.03x, DCGAN 0.97x (rounds vary by ~10%). For long runs that set
+the cache, XLA_FLAGS=--xla_multiheap_size_constraint_per_heap=16777216 keeps the split (steps then not cached).
 
 Random bits (`unroll_threefry_on_cpu`, done on import): jax lowers its Threefry hash on the CPU as a 5-trip while
 loop (a smaller program), so every round reads and writes the whole state through memory and nothing fuses with
@@ -38,18 +44,25 @@ from gen_jax import host_memory
 
 CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE',
                'xla_multiheap_size_constraint_per_heap': str(host_memory.HEAP_BYTES)}
+UNCACHEABLE = ('xla_multiheap_size_constraint_per_heap',)  # left out while the persistent cache is on
+
+
+def persistent_cache_on() -> bool:
+  return bool(jax.config.jax_compilation_cache_dir)
 
 
 @functools.cache
-def options() -> dict[str, str] | None:
-  """The options for the default backend, or None. Asked lazily (the first jit), so that `jax.distributed` can start
-  first; options set in XLA_FLAGS win, and an option this XLA no longer knows is left out. On the CPU this also
-  applies `host_memory.keep_freed_memory` (before any step runs)."""
+def options(cacheable: bool = False) -> dict[str, str] | None:
+  """The options for the default backend, or None; `cacheable`: only those whose executables XLA can serialize
+  for the persistent cache. Asked lazily (the first jit), so that `jax.distributed` can start first; options set in
+  XLA_FLAGS win, and an option this XLA no longer knows is left out. On the CPU this also applies
+  `host_memory.keep_freed_memory` (before any step runs)."""
   if jax.default_backend() != 'cpu':
     return None
   host_memory.keep_freed_memory()
   flags = os.environ.get('XLA_FLAGS', '')
-  chosen = {name: value for name, value in CPU_OPTIONS.items() if name not in flags}
+  chosen = {name: value for name, value in CPU_OPTIONS.items()
+            if name not in flags and not (cacheable and name in UNCACHEABLE)}
   if not _known(chosen):  # one compile when all are known; else each on its own
     chosen = {name: value for name, value in chosen.items() if _known({name: value})}
   return chosen or None
@@ -107,12 +120,14 @@ UNROLLED_THREEFRY = unroll_threefry_on_cpu()
 
 
 def jit(fun: Callable, **kwargs: Any) -> Callable:
-  """`jax.jit(fun, **kwargs)` with `options()`."""
-  return jax.jit(fun, compiler_options=options(), **kwargs)
+  """`jax.jit(fun, **kwargs)` with `options()`, cacheable ones while the persistent cache is on (at this call: turn
+  the cache on before wrapping)."""
+  return jax.jit(fun, compiler_options=options(persistent_cache_on()), **kwargs)
 
 
 def jit_once(fun: Callable, **kwargs: Any) -> Callable:
   """`jit` for a program run once (init): compiled for compile speed, not run speed, on the CPU."""
   if jax.default_backend() != 'cpu':
     return jit(fun, **kwargs)
-  return jax.jit(fun, compiler_options={**(options() or {}), 'xla_backend_optimization_level': 0}, **kwargs)
+  chosen = options(persistent_cache_on()) or {}
+  return jax.jit(fun, compiler_options={**chosen, 'xla_backend_optimization_level': 0}, **kwargs)

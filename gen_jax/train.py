@@ -55,6 +55,8 @@ def validate_config(config) -> None:
 
 
 def setup_compilation_cache(config, workdir: str) -> None:
+  """Turns on jax's persistent cache where the config asks; before the first compile and before the steps are
+  wrapped (`compiler.jit` then picks options whose executables can be cached)."""
   cache_dir = config.compilation_cache_dir
   if cache_dir:
     path = workdir_lib.path(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir
@@ -77,6 +79,7 @@ class Trainer:
   def __init__(self, config, workdir: str, devices=None):
     validate_config(config)
     self.config, self.workdir = config, workdir
+    setup_compilation_cache(config, workdir)
     self.mesh = parallel.make_mesh(devices)
     parallel.check_batch_divisible(config.global_batch_size, self.mesh)
     self.source = make_source(config.data)
@@ -165,7 +168,6 @@ class Trainer:
 
   def run(self, hooks: Sequence[Callable[[int], None]] = ()) -> TrainResult:
     config, workdir = self.config, self.workdir
-    setup_compilation_cache(config, workdir)
     if jax.process_index() == 0:  # what other runs read to rebuild this model (e.g. eval.clip_workdir)
       workdir_lib.write_json(workdir_lib.path(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
     checkpointer = Checkpointer(workdir, config.max_checkpoints_to_keep)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from jax import lax
+from jax.experimental import serialize_executable
 
 from gen_jax import compiler, host_memory
 
@@ -40,6 +41,30 @@ def test_an_option_this_xla_does_not_know_falls_back_to_its_defaults(monkeypatch
   monkeypatch.setattr(compiler, 'CPU_OPTIONS', {'xla_cpu_option_that_does_not_exist': 'x', **known})
   assert compiler.options() == known  # the known ones stay
   assert compiler.jit(lambda x: x * 2)(jnp.ones(3)).tolist() == [2.0, 2.0, 2.0]
+
+
+def test_with_the_persistent_cache_on_programs_compile_to_one_heap_so_that_they_can_be_cached(monkeypatch):
+  # two 2048x2048 float32 temporaries (16 MiB each): more than one 16 MiB heap
+  big = lambda x: jnp.tanh(x @ x.T) @ jnp.sin(x) + jnp.cos(x @ x.T).sum()
+  compiled = lambda: compiler.jit(big).lower(jnp.ones((2048, 2048))).compile()
+  monkeypatch.setattr(compiler, 'persistent_cache_on', lambda: False)
+  with pytest.raises(Exception, match='Multiple temp buffer allocations'):  # the persistent cache skipped these
+    serialize_executable.serialize(compiled())
+  monkeypatch.setattr(compiler, 'persistent_cache_on', lambda: True)
+  serialize_executable.serialize(compiled())
+  assert compiler.options(cacheable=True) == {k: v for k, v in compiler.CPU_OPTIONS.items()
+                                              if k not in compiler.UNCACHEABLE}
+
+
+def test_the_cache_is_on_when_jax_has_a_cache_directory():
+  previous = jax.config.jax_compilation_cache_dir
+  try:
+    jax.config.update('jax_compilation_cache_dir', None)
+    assert not compiler.persistent_cache_on()
+    jax.config.update('jax_compilation_cache_dir', '/tmp/somewhere')
+    assert compiler.persistent_cache_on()
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)
 
 
 def test_random_bits_are_jax_s_own_from_an_unrolled_threefry_on_the_cpu_for_large_calls():
