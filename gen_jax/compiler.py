@@ -41,6 +41,7 @@ from typing import Any, Callable
 import jax
 
 from gen_jax import host_memory
+from gen_jax import workdir as workdir_lib
 
 CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE',
                'xla_multiheap_size_constraint_per_heap': str(host_memory.HEAP_BYTES)}
@@ -49,6 +50,17 @@ UNCACHEABLE = ('xla_multiheap_size_constraint_per_heap',)  # left out while the 
 
 def persistent_cache_on() -> bool:
   return bool(jax.config.jax_compilation_cache_dir)
+
+
+def setup_compilation_cache(config, workdir: str) -> None:
+  """Turns on jax's persistent cache where `config.compilation_cache_dir` asks ('workdir': <workdir>/xla_cache).
+  Every mode calls it first: before the first compile (jax reads the setting once) and before programs are wrapped
+  (`jit` then picks options whose executables can be cached)."""
+  cache_dir = config.compilation_cache_dir
+  if cache_dir:
+    path = workdir_lib.path(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir
+    jax.config.update('jax_compilation_cache_dir', os.fspath(path))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 @functools.cache

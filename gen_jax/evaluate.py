@@ -27,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from gen_jax import parallel, provenance
+from gen_jax import compiler, parallel, provenance
 from gen_jax import workdir as workdir_lib
 from gen_jax.checkpoint import Checkpointer, error_summary
 from gen_jax.data import dataset_name, load_split, make_source
@@ -274,6 +274,7 @@ def evaluate(config, workdir: str, config_file: str = '', devices=None) -> list[
 
   `devices` (default: all) is for tests that compare 1-device with N-device evaluation in one process.
   """
+  compiler.setup_compilation_cache(config, workdir)
   ev = config.eval
   if not ev.follow and not _checkpoint_steps(config, workdir):
     raise UserError(f'No checkpoints in {workdir!r}: train first (--mode train) with the same --workdir.')

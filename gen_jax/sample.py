@@ -19,7 +19,7 @@ import re
 import jax
 import numpy as np
 
-from gen_jax import images, parallel
+from gen_jax import compiler, images, parallel
 from gen_jax import workdir as workdir_lib
 from gen_jax.checkpoint import Checkpointer, abstract_like
 from gen_jax.data import make_source
@@ -98,6 +98,7 @@ def load_image(path: str, image_shape) -> np.ndarray:
 def sample(config, workdir: str, prompts=(), negative_prompt: str = '', image_files=()) -> str:
   """Writes <workdir>/samples/sample_<step>.{png,npz} (or prompts_<step>.npz + a PNG per prompt for text
   families, variations_<step>.npz + a PNG per image for `image_files`); returns the .npz path."""
+  compiler.setup_compilation_cache(config, workdir)
   num, batch = config.sample.num_samples, config.sample.batch_size
   mesh = parallel.make_mesh()
   if batch % mesh.devices.size:

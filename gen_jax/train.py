@@ -10,7 +10,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import json
-import os
 import time
 from typing import Callable, Sequence
 
@@ -54,16 +53,6 @@ def validate_config(config) -> None:
       raise UserError(f'{name}={config[name]} must be 0 (off) or a positive multiple of steps_per_call={k}.')
 
 
-def setup_compilation_cache(config, workdir: str) -> None:
-  """Turns on jax's persistent cache where the config asks; before the first compile and before the steps are
-  wrapped (`compiler.jit` then picks options whose executables can be cached)."""
-  cache_dir = config.compilation_cache_dir
-  if cache_dir:
-    path = workdir_lib.path(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir
-    jax.config.update('jax_compilation_cache_dir', os.fspath(path))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-
-
 def wait_for(compiling: concurrent.futures.Future | None) -> None:
   """Waits for a compile started ahead; if it failed, the program's first call compiles again and raises there."""
   try:
@@ -79,7 +68,7 @@ class Trainer:
   def __init__(self, config, workdir: str, devices=None):
     validate_config(config)
     self.config, self.workdir = config, workdir
-    setup_compilation_cache(config, workdir)
+    compiler.setup_compilation_cache(config, workdir)
     self.mesh = parallel.make_mesh(devices)
     parallel.check_batch_divisible(config.global_batch_size, self.mesh)
     self.source = make_source(config.data)

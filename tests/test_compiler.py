@@ -67,6 +67,23 @@ def test_the_cache_is_on_when_jax_has_a_cache_directory():
     jax.config.update('jax_compilation_cache_dir', previous)
 
 
+@pytest.mark.parametrize('mode', ['sample', 'eval'])
+def test_sample_and_eval_modes_turn_on_the_cache_the_config_asks_for_first(mode, tmp_path):
+  from gen_jax.errors import UserError
+  from gen_jax.evaluate import evaluate
+  from gen_jax.sample import sample
+  from tests.helpers import tiny_ddpm_config
+  config = tiny_ddpm_config(compilation_cache_dir='workdir')
+  previous = jax.config.jax_compilation_cache_dir
+  try:
+    jax.config.update('jax_compilation_cache_dir', None)
+    with pytest.raises(UserError, match='checkpoint'):  # an empty workdir: the mode stops early, after the setup
+      {'sample': sample, 'eval': evaluate}[mode](config, str(tmp_path))
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'xla_cache')
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)
+
+
 def test_random_bits_are_jax_s_own_from_an_unrolled_threefry_on_the_cpu_for_large_calls():
   assert compiler.UNROLLED_THREEFRY
   many = (compiler.MIN_UNROLLED_WORDS,)

@@ -93,7 +93,7 @@ def test_train_resume_sample_and_eval_with_a_gs_workdir(gcs, tmp_path_factory, c
 def test_xla_compilation_cache_in_a_gs_workdir(gcs):
   """jax's persistent cache writes through etils.epath too (checked in a fresh process: the setting is global)."""
   bucket = gcs.create_bucket('gen-jax-xla')
-  code = ('import jax, jax.numpy as jnp; from gen_jax.train import setup_compilation_cache; '
+  code = ('import jax, jax.numpy as jnp; from gen_jax.compiler import setup_compilation_cache; '
           'from ml_collections import ConfigDict; '
           f'setup_compilation_cache(ConfigDict({{"compilation_cache_dir": "workdir"}}), "{bucket}/run"); '
           'jax.config.update("jax_persistent_cache_min_compile_time_secs", 0); '  # cache even a tiny program
