@@ -2,7 +2,8 @@
 
 XLA:CPU compiles dominate the suite (a tiny DDPM's init + train step: ~35 s on a 2-core CPU) and many tests build
 the same small nets, so the session shares one persistent compilation cache, inherited by the processes the
-tests start. It is fresh for every session and removed at its end: no test ever reads a stale executable.
+tests start. It is fresh for every session and removed at its end: no test ever reads a stale executable. (With the
+cache on, gen_jax compiles CPU steps as one heap, the form XLA can cache: gen_jax/compiler.py.)
 Expensive fixtures (the trained CLIP, the dataset classifier) are built once per session in a directory shared by
 the pytest-xdist workers, under a file lock: the first worker to need one builds it, the other waits and reuses it.
 """
