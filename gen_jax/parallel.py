@@ -128,7 +128,7 @@ def make_sharded_train_step(step_fn: Callable, mesh: Mesh, batches_per_step: int
       # when K > 1.
       state, metrics = step_fn(state, jax.tree.map(lambda x: x[0], batches))
       return state, jax.tree.map(lambda m: m[None], metrics)
-    return jax.lax.scan(step_fn, state, batches)
+    return jax.lax.scan(_keeping_carry_types(step_fn), state, batches)
 
   if mesh.size > 1:
     sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(None, DATA)), out_specs=(P(), P()))
@@ -143,6 +143,25 @@ def make_sharded_train_step(step_fn: Callable, mesh: Mesh, batches_per_step: int
         state, batches)
 
   return compiler.jit(one_device, donate_argnums=0, out_shardings=replicated(mesh))
+
+
+def _keeping_carry_types(step_fn: Callable) -> Callable:
+  """step_fn whose output state varies over devices where its input did: scan's carry must keep its type. On one
+  device the state enters device-varying (see `one_device` below) and values averaged over devices come out
+  invariant (BatchNorm's running statistics: the MLP GAN / DCGAN with steps_per_call > 1 failed to trace)."""
+  def body(state, batch):
+    new, metrics = step_fn(state, batch)
+    new = jax.tree.map(lambda x, old: jax.lax.pcast(x, DATA, to='varying')
+                       if DATA in _varying_axes(old) and DATA not in _varying_axes(x) else x, new, state)
+    return new, metrics
+
+  return body
+
+
+def _varying_axes(x: jax.Array) -> frozenset[str]:
+  aval = jax.typeof(x)
+  manual = getattr(aval, 'manual_axis_type', None)  # jax 0.10; older and newer jax name it `vma`
+  return manual.varying if manual is not None else getattr(aval, 'vma', frozenset())
 
 
 def make_sharded_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:

@@ -41,6 +41,19 @@ def test_eight_devices_equal_one_device(tmp_path, module, overrides):
     assert {'wasserstein', 'gp'} <= set(one.history[2])
 
 
+def test_k_steps_per_call_on_one_device_equal_one_step_per_call(tmp_path):
+  """BatchNorm's running statistics (averaged over devices) in a K-step scan on one device: its state enters the
+  step device-varying, and the scan failed to trace ("input carry ... has type float32[8]{V:data} but the output
+  carry ... float32[8]")."""
+  config = tiny(dcgan_digits, sample_every=0)
+  one_device = jax.devices()[:1]
+  k1 = train(config, str(tmp_path / 'k1'), devices=one_device)
+  k2 = train(apply_overrides(config, {'steps_per_call': 2}), str(tmp_path / 'k2'), devices=one_device)
+  for a, b in zip(jax.tree.leaves(host_tree(k1.state)), jax.tree.leaves(host_tree(k2.state)), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+  assert k1.history[2]['g_loss'] == pytest.approx(k2.history[2]['g_loss'], rel=1e-5)
+
+
 def test_lsgan_trains_on_the_least_squares_objective(tmp_path):
   """At initialisation D's raw scores are ~0, so LSGAN's losses start at 1/2 (D: 1/2 (0-1)^2 + 1/2 0^2, G: 1/2
   (0-1)^2) where the non-saturating ones would start at 2 log 2 and log 2."""
