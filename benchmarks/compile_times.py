@@ -1,6 +1,9 @@
 """Cold compile time of each family's init and train step (no persistent cache), for the digits configs.
 
-  python benchmarks/compile_times.py [--root DIR] [configs/vae_digits.py ...]
+  python benchmarks/compile_times.py [--root DIR] [--cached] [configs/vae_digits.py ...]
+
+--cached also compiles each config twice more with a fresh persistent cache (as `config.compilation_cache_dir`
+does): cold into the cache, then from it (on the CPU those are one-heap programs: gen_jax/compiler.py).
 
 --root imports gen_jax and configs from another checkout (e.g. `git worktree add /tmp/old <commit>`), so the
 same script measures old and new code on the same machine. Each config runs in a fresh process (jax caches
@@ -14,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 DEFAULT_CONFIGS = ['configs/vae_digits.py', 'configs/gan_mlp_digits.py', 'configs/dcgan_digits.py',
                    'configs/wgan_gp_digits.py', 'configs/ddpm_digits.py', 'configs/ddpm_text_digits.py']
@@ -51,22 +55,41 @@ print(json.dumps({'config': CONFIG, 'init_trace_s': round(init_trace, 2), 'init_
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--root', default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  parser.add_argument('--cached', action='store_true', help='also cold into a persistent cache, then from it')
   parser.add_argument('configs', nargs='*', default=DEFAULT_CONFIGS)
   args = parser.parse_args()
   root = os.path.abspath(args.root)
   results = []
   for config in args.configs:
-    code = f'ROOT = {root!r}; CONFIG = {config!r}\n' + ONE
-    run = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True,
-                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
-    if run.returncode:
-      print(f'{config}: failed\n{run.stderr[-2000:]}')
+    result = measure(root, config)
+    if result is None:
       continue
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    if args.cached:
+      with tempfile.TemporaryDirectory() as cache:
+        into, cached = measure(root, config, cache), measure(root, config, cache)
+      if into is None or cached is None:
+        continue
+      result['cached'] = {'into_cache': into, 'from_cache': cached}
     results.append(result)
     print(f"{config:<32} init: trace {result['init_trace_s']:5.2f} s, compile {result['init_compile_s']:5.2f} s   "
-          f"step: trace + lower {result['step_trace_s']:5.2f} s, compile {result['step_compile_s']:5.2f} s")
+          f"step: trace + lower {result['step_trace_s']:5.2f} s, compile {result['step_compile_s']:5.2f} s"
+          + (f"   cache: step compile {into['step_compile_s']:5.2f} s cold, {cached['step_compile_s']:5.2f} s cached"
+             if args.cached else ''))
   print(json.dumps({'root': root, 'results': results}))
+
+
+def measure(root: str, config: str, cache: str = '') -> dict | None:
+  """One fresh process's compile times; `cache`: with jax's persistent cache there (every program stored)."""
+  code = f'ROOT = {root!r}; CONFIG = {config!r}\n' + ONE
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  if cache:
+    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  run = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True, env=env)
+  if run.returncode:
+    print(f'{config}: failed\n{run.stderr[-2000:]}')
+    return None
+  return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 if __name__ == '__main__':
