@@ -49,7 +49,7 @@ UNCACHEABLE = ('xla_multiheap_size_constraint_per_heap',)  # left out while the 
 
 
 def persistent_cache_on() -> bool:
-  return bool(jax.config.jax_compilation_cache_dir)
+  return bool(getattr(jax.config, 'jax_compilation_cache_dir', None))  # a jax without the setting has no such cache
 
 
 def setup_compilation_cache(config, workdir: str) -> None:
