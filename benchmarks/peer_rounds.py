@@ -6,10 +6,10 @@
 On the shared 2-core machines the speed of the whole host drifts by 10-40% within minutes, so one gen_jax run
 followed by one peer run minutes later (`unet_vs_peer.sh`, `gan_vs_peer.sh`) can put the drift into the ratio. Here
 each round runs both, back to back, in the order A B, then B A in the next round (drift that is linear in time
-cancels over a pair of rounds), and the figure is the median of the per-round ratios, with their range. Both
-sides report the median of their timed calls: gen_jax `train_throughput.py --per_call` (its compile cached
-after the first round, so later rounds start quickly), the peers their own median. Prints each round, one
-summary line per workload, then one JSON line.
+cancels over a pair of rounds), and the figure is the median of the per-round ratios, with their range. Both sides
+report the median of their timed calls: gen_jax `train_throughput.py --per_call` (its init compile cached after the
+first round; the step, compiled as the split heaps of an uncached run, compiles every round), the peers their own
+median. Prints each round, one summary line per workload, then one JSON line.
 """
 
 from __future__ import annotations

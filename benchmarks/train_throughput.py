@@ -22,7 +22,7 @@ import synthetic  # noqa: E402  (benchmarks/synthetic.py)
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gen_jax import parallel  # noqa: E402
+from gen_jax import compiler, parallel  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -43,8 +43,7 @@ def main(argv):
   del argv
   config = FLAGS.config
   if FLAGS.compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache_dir)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    compiler.use_persistent_cache(FLAGS.compilation_cache_dir)
   mesh = parallel.make_mesh()
   shape, k, batch = synthetic.image_shape(config, FLAGS.image_shape), config.steps_per_call, config.global_batch_size
   family = get_family(config)

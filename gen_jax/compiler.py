@@ -48,8 +48,18 @@ CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT,
 UNCACHEABLE = ('xla_multiheap_size_constraint_per_heap',)  # left out while the persistent cache is on
 
 
+_CACHE_TURNED_ON = []  # by use_persistent_cache: known even where jax's setting can't be read back
+
+
 def persistent_cache_on() -> bool:
-  return bool(getattr(jax.config, 'jax_compilation_cache_dir', None))  # a jax without the setting has no such cache
+  return bool(getattr(jax.config, 'jax_compilation_cache_dir', None) or _CACHE_TURNED_ON)
+
+
+def use_persistent_cache(path: str) -> None:
+  """Turns on jax's persistent compilation cache in `path` (local or gs://) for programs compiled for >= 0.5 s."""
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  _CACHE_TURNED_ON[:] = [path]
 
 
 def setup_compilation_cache(config, workdir: str) -> None:
@@ -58,9 +68,7 @@ def setup_compilation_cache(config, workdir: str) -> None:
   (`jit` then picks options whose executables can be cached)."""
   cache_dir = config.compilation_cache_dir
   if cache_dir:
-    path = workdir_lib.path(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir
-    jax.config.update('jax_compilation_cache_dir', os.fspath(path))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    use_persistent_cache(os.fspath(workdir_lib.path(workdir, 'xla_cache') if cache_dir == 'workdir' else cache_dir))
 
 
 @functools.cache

@@ -147,8 +147,9 @@ def make_sharded_train_step(step_fn: Callable, mesh: Mesh, batches_per_step: int
 
 def _keeping_carry_types(step_fn: Callable) -> Callable:
   """step_fn whose output state varies over devices where its input did: scan's carry must keep its type. On one
-  device the state enters device-varying (see `one_device` below) and values averaged over devices come out
-  invariant (BatchNorm's running statistics: the MLP GAN / DCGAN with steps_per_call > 1 failed to trace)."""
+  device the state enters device-varying (see `one_device` in make_sharded_train_step) and values averaged over
+  devices come out invariant (BatchNorm's running statistics: the MLP GAN / DCGAN with steps_per_call > 1 failed to
+  trace)."""
   def body(state, batch):
     new, metrics = step_fn(state, batch)
     new = jax.tree.map(lambda x, old: jax.lax.pcast(x, DATA, to='varying')
@@ -160,8 +161,12 @@ def _keeping_carry_types(step_fn: Callable) -> Callable:
 
 def _varying_axes(x: jax.Array) -> frozenset[str]:
   aval = jax.typeof(x)
-  manual = getattr(aval, 'manual_axis_type', None)  # jax 0.10; older and newer jax name it `vma`
-  return manual.varying if manual is not None else getattr(aval, 'vma', frozenset())
+  if hasattr(aval, 'manual_axis_type'):  # jax 0.10
+    return aval.manual_axis_type.varying
+  if hasattr(aval, 'vma'):  # earlier jax
+    return aval.vma
+  raise NotImplementedError(f'This jax ({jax.__version__}) names the mesh axes a value varies over neither '
+                            '`manual_axis_type.varying` nor `vma`: update parallel._varying_axes.')
 
 
 def make_sharded_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:

@@ -76,3 +76,22 @@ def trained_clip():
   config = tiny_clip_config('minilm', total_steps=600, checkpoint_every=600, log_every=100, global_batch_size=64,
                             **{'optim.warmup_steps': 20})
   return config, built_once('clip', lambda workdir: train(config, workdir))
+
+
+@pytest.fixture
+def jax_cache_settings():
+  """For tests that change jax's persistent-cache settings: they start with the cache off (as a fresh process
+  without one) and get the session's settings back after. jax binds its cache to the directory set at the first
+  compile of the process: one compile here first keeps that the session's cache, whatever the test sets."""
+  import jax
+
+  from gen_jax import compiler
+  jax.jit(lambda x: x + 1).lower(1.0).compile()
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')
+  saved, turned_on = {name: getattr(jax.config, name) for name in names}, list(compiler._CACHE_TURNED_ON)
+  jax.config.update('jax_compilation_cache_dir', None)
+  compiler._CACHE_TURNED_ON.clear()
+  yield
+  for name, value in saved.items():
+    jax.config.update(name, value)
+  compiler._CACHE_TURNED_ON[:] = turned_on

@@ -53,36 +53,29 @@ def test_with_the_persistent_cache_on_programs_compile_to_one_heap_so_that_they_
     serialize_executable.serialize(compiled())
   monkeypatch.setattr(compiler, 'persistent_cache_on', lambda: True)
   serialize_executable.serialize(compiled())
-  assert compiler.options(cacheable=True) == {k: v for k, v in compiler.CPU_OPTIONS.items()
+  assert compiler.options(True) == {k: v for k, v in compiler.CPU_OPTIONS.items()
                                               if k not in compiler.UNCACHEABLE}
 
 
-def test_the_cache_is_on_when_jax_has_a_cache_directory():
-  previous = jax.config.jax_compilation_cache_dir
-  try:
-    jax.config.update('jax_compilation_cache_dir', None)
-    assert not compiler.persistent_cache_on()
-    jax.config.update('jax_compilation_cache_dir', '/tmp/somewhere')
-    assert compiler.persistent_cache_on()
-  finally:
-    jax.config.update('jax_compilation_cache_dir', previous)
+def test_the_cache_is_on_when_jax_has_a_cache_directory(jax_cache_settings):
+  assert not compiler.persistent_cache_on()
+  jax.config.update('jax_compilation_cache_dir', '/tmp/somewhere')
+  assert compiler.persistent_cache_on()
+  jax.config.update('jax_compilation_cache_dir', None)
+  compiler.use_persistent_cache('/tmp/elsewhere')  # known also where jax's setting can't be read back
+  assert compiler._CACHE_TURNED_ON == ['/tmp/elsewhere'] and compiler.persistent_cache_on()
 
 
 @pytest.mark.parametrize('mode', ['sample', 'eval'])
-def test_sample_and_eval_modes_turn_on_the_cache_the_config_asks_for_first(mode, tmp_path):
+def test_sample_and_eval_modes_turn_on_the_cache_the_config_asks_for_first(mode, tmp_path, jax_cache_settings):
   from gen_jax.errors import UserError
   from gen_jax.evaluate import evaluate
   from gen_jax.sample import sample
   from tests.helpers import tiny_ddpm_config
   config = tiny_ddpm_config(compilation_cache_dir='workdir')
-  previous = jax.config.jax_compilation_cache_dir
-  try:
-    jax.config.update('jax_compilation_cache_dir', None)
-    with pytest.raises(UserError, match='checkpoint'):  # an empty workdir: the mode stops early, after the setup
-      {'sample': sample, 'eval': evaluate}[mode](config, str(tmp_path))
-    assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'xla_cache')
-  finally:
-    jax.config.update('jax_compilation_cache_dir', previous)
+  with pytest.raises(UserError, match='checkpoint'):  # an empty workdir: the mode stops early, after the setup
+    {'sample': sample, 'eval': evaluate}[mode](config, str(tmp_path))
+  assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'xla_cache')
 
 
 def test_random_bits_are_jax_s_own_from_an_unrolled_threefry_on_the_cpu_for_large_calls():

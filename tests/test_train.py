@@ -142,19 +142,13 @@ def test_held_out_eval_is_logged_and_device_count_invariant(tmp_path):
   assert on_train.eval_history[8]['eval/nelbo'] != eight.eval_history[8]['eval/nelbo']
 
 
-def test_a_run_that_asks_for_the_compilation_cache_gets_a_train_step_the_cache_can_hold(tmp_path):
+def test_a_run_that_asks_for_the_compilation_cache_gets_a_train_step_the_cache_can_hold(tmp_path, jax_cache_settings):
   """The cache is turned on before the steps are wrapped, so they get options XLA:CPU can serialize: the MLP GAN's
   step (temporaries over one 16 MiB heap) was compiled split, and the cache skipped it in every run."""
   from configs import gan_mlp_digits
   config = gan_mlp_digits.get_config()
   config.compilation_cache_dir = str(tmp_path / 'xla_cache')
   config.sample_every = 0  # no sampler compiling on after the test
-  previous = jax.config.jax_compilation_cache_dir
-  try:
-    jax.config.update('jax_compilation_cache_dir', None)  # as in a fresh process (the tests' cache is turned on)
-    trainer = Trainer(config, str(tmp_path / 'run'))
-    assert jax.config.jax_compilation_cache_dir == config.compilation_cache_dir
-    step = trainer.compile_ahead().result()
-  finally:
-    jax.config.update('jax_compilation_cache_dir', previous)
-  serialize_executable.serialize(step)
+  trainer = Trainer(config, str(tmp_path / 'run'))
+  assert jax.config.jax_compilation_cache_dir == config.compilation_cache_dir
+  serialize_executable.serialize(trainer.compile_ahead().result())
