@@ -53,8 +53,7 @@ def test_with_the_persistent_cache_on_programs_compile_to_one_heap_so_that_they_
     serialize_executable.serialize(compiled())
   monkeypatch.setattr(compiler, 'persistent_cache_on', lambda: True)
   serialize_executable.serialize(compiled())
-  assert compiler.options(True) == {k: v for k, v in compiler.CPU_OPTIONS.items()
-                                              if k not in compiler.UNCACHEABLE}
+  assert compiler.options(True) == {k: v for k, v in compiler.CPU_OPTIONS.items() if k not in compiler.UNCACHEABLE}
 
 
 def test_the_cache_is_on_when_jax_has_a_cache_directory(jax_cache_settings):
