@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Every GPU figure of README's performance section in one prepared run (~8 min on one H100/H200), so a lent
-# machine's device time covers a run and a rerun. Each line is one benchmark's readable output + its JSON line.
+# Every GPU figure of README's performance section in one prepared run (~8 min on one H100/H200: an estimate, it has
+# not run on a GPU yet), so a lent machine's device time covers a run and a rerun. Each benchmark prints its readable
+# line + its JSON line (the profiled compile: its table too) and the seconds it took.
 #
 #   bash benchmarks/gpu_suite.sh            # on the GPU machine (python3 with jax[cuda], flax, optax, ...)
 #   bash benchmarks/gpu_suite.sh --smoke    # tiny shapes, a few steps, any backend: checks the suite runs (tests)
 #
 # Env: PY (python, default python3 or .venv/bin/python), OLD (a checkout of older gen_jax: its train-step figures
 # are printed beside the current ones, same machine, same call), PEERS (a copy of ../shared/peers: PyTorch peers).
-# Sections: 1 ddpm_cifar training at batch 128, float32 (with its cold compile) vs the bfloat16 policy, remat peak
-# memory; 2 its step's compile from the persistent cache; 3 DDIM-50 sampling throughput -> minutes for 50k FID
+# Sections: 1 ddpm_cifar training at batch 128, float32 (with its cold compile and where XLA spent it) vs the
+# bfloat16 policy, remat peak memory; 2 its step's compile from the persistent cache, and cold without autotuning; 3 DDIM-50 sampling throughput -> minutes for 50k FID
 # samples; 4 the input pipeline alone against 6000 img/s; 5 steps_per_call K=1 vs K=8 on the small configs; 6 the
 # layer forms (layers.py's XLA:CPU forms vs plain lax, compiled in one process and timed alternately: B/A < 1 means
 # lax is faster here and layers.BY_BACKEND should say so for this backend); 7 PyTorch peers.
@@ -18,12 +19,13 @@ if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-pytho
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
 failures=0
-j() {  # one benchmark: its last two lines (readable + JSON); a failure is reported and counted, the suite goes on
-  local title=$1; shift
+j() {  # one benchmark: its last LINES lines (default 2: readable + JSON) and its seconds; a failure is reported and
+  local title=$1 start=$SECONDS; shift  # counted, the suite goes on
   echo "== $title"
   local out; out=$(timeout "${LIMIT:-300}" "$PY" "$@" 2>&1); local rc=$?
   if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): $PY $*"; echo "$out" | tail -5; failures=$((failures + 1)); return; fi
-  echo "$out" | grep -v '^\s*$' | tail -2
+  echo "$out" | grep -v '^\s*$' | tail -"${LINES:-2}"
+  echo "   ($((SECONDS - start)) s)"
 }
 
 if [ $SMOKE = 1 ]; then
@@ -38,7 +40,7 @@ else
   CIFAR=(--config configs/ddpm_cifar.py --image_shape 32,32,3)
   B=128; STEPS=30; SAMPLE_BATCH=1000; IMAGES=50000; PIPE_BATCHES=200; K=8; KS="1 $K"
   SMALL=()
-  SMALL_CONFIGS="ddpm_digits dcgan_digits gan_mlp_digits vae_digits"
+  SMALL_CONFIGS="ddpm_digits dcgan_digits gan_mlp_digits"
   UNET64=("${CIFAR[@]}" --config.model.ch=64 '--config.model.ch_mult=(1,2,2)' --config.global_batch_size=128)
   DCGAN=(--config configs/dcgan_cifar.py --image_shape 32,32,3 --config.global_batch_size=64); AB=(--rounds 5 --steps 10)
 fi
@@ -47,17 +49,20 @@ TRAIN=(benchmarks/train_throughput.py "${CIFAR[@]}" --config.global_batch_size=$
 
 cache=$(mktemp -d)  # the float32 run compiles cold into it; section 2 compiles the same step from it
 echo "## 1. ddpm_cifar training, batch $B (float32 = TF32 convs on GPUs by default; bfloat16 = the mixed policy)"
-j "float32 (its compile_s is the cold compile into an empty persistent cache)" "${TRAIN[@]}" \
-    --compilation_cache_dir "$cache"
+LINES=28 j "float32 (its compile_s is the cold compile into an empty persistent cache; the profile: where XLA spent it)" \
+    "${TRAIN[@]}" --compilation_cache_dir "$cache" --profile_compile 25
 j "bfloat16 compute, float32 params / norms / softmax / loss" "${TRAIN[@]}" --config.model.dtype=bfloat16
 j "float32, config.remat (per-block nn.remat): peak memory" "${TRAIN[@]}" --config.remat=True
 if [ -n "${OLD:-}" ]; then
   (cd "$OLD" && j "OLD code ($OLD) float32, same call" "${TRAIN[@]}")
 fi
 
-echo "## 2. compile of the ddpm_cifar step from the persistent cache (cold: float32's compile_s in section 1)"
-j "cached" "${TRAIN[@]}" --steps 1 --compilation_cache_dir "$cache"
+echo "## 2. compile of the ddpm_cifar step from the persistent cache (cold: float32's compile_s in section 1), and"
+echo "##    cold without conv / GEMM autotuning: a cure for the cold compile if section 1's profile shows autotuning"
+j "cached (what is left: trace + lower + loading)" "${TRAIN[@]}" --steps 1 --compilation_cache_dir "$cache"
 rm -rf "$cache"
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" j "float32, --xla_gpu_autotune_level=0: cold compile and step time" \
+    "${TRAIN[@]}"
 
 echo "## 3. DDIM-50 sampling (one compiled lax.scan, sharded over all devices): 50k FID samples take 50000 / img/s"
 j "ddim 50 steps, batch $SAMPLE_BATCH" benchmarks/sample_throughput.py "${CIFAR[@]}" --config.sampler.name=ddim \
@@ -86,5 +91,5 @@ if [ -n "${PEERS:-}" ] && [ $SMOKE = 0 ]; then
          | grep -vE '^\s|^$' | tail -6
    done)
 fi
-echo "== suite finished: $failures failure(s)"
+echo "== suite finished: $failures failure(s) in $SECONDS s"
 exit $((failures > 0))

@@ -1,12 +1,15 @@
 """Training throughput of any config: compile time, steps/s and images/s of the compiled train step.
 
   python benchmarks/train_throughput.py --config configs/vae_digits.py [--config.global_batch_size=256]
-      [--steps 50] [--image_shape 32,32,3]
+      [--steps 50] [--image_shape 32,32,3] [--profile_compile 20]
 
 Uses synthetic images in [-1, 1] (speed only, no data loading) of the config's dataset shape, or of
---image_shape for datasets not prepared on this machine. Prints readable lines, then one JSON line.
+--image_shape for datasets not prepared on this machine. The compile time is split into JAX tracing, MLIR lowering
+and XLA's compile (absent when it came from the persistent cache: loading is the rest); --profile_compile prints
+where XLA's compile went. Prints readable lines, then one JSON line.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -20,6 +23,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 import synthetic  # noqa: E402  (benchmarks/synthetic.py)
 from absl import app, flags  # noqa: E402
+from compile_profile import compile_phases, print_compile_profile, traced_events  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from gen_jax import compiler, parallel  # noqa: E402
@@ -33,6 +37,8 @@ flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\
 flags.DEFINE_string('compilation_cache_dir', '', 'Persistent XLA cache dir: run twice for cold vs cached compile.')
 flags.DEFINE_integer('profile_top', 0, 'Also print the N most costly XLA ops (run with '
                      'XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true; see benchmarks/op_profile.py).')
+flags.DEFINE_integer('profile_compile', 0, 'Also compile under jax\'s profiler and print the N XLA events that took '
+                     'the most time (see benchmarks/compile_profile.py).')
 flags.DEFINE_string('hlo_out', '', 'Also write the compiled step\'s optimised HLO to this file.')
 flags.DEFINE_bool('per_call', False, 'Wait for each call and also report the median call (as the PyTorch peers do); '
                   'off: calls are dispatched back to back, as the training loop does.')
@@ -50,9 +56,10 @@ def main(argv):
   state, device_batch = synthetic.train_setup(family, config, mesh, shape)
   step = parallel.make_sharded_train_step(family.train_step, mesh, family.batches_per_step)
 
-  t0 = time.perf_counter()
-  compiled = step.lower(state, device_batch).compile()
-  compile_s = time.perf_counter() - t0
+  with compile_phases() as phases, (traced_events() if FLAGS.profile_compile else contextlib.nullcontext()) as events:
+    t0 = time.perf_counter()
+    compiled = step.lower(state, device_batch).compile()
+    compile_s = time.perf_counter() - t0
   if FLAGS.hlo_out:
     with open(FLAGS.hlo_out, 'w') as f:
       f.write(compiled.as_text())
@@ -75,7 +82,8 @@ def main(argv):
   steps_per_s = calls * k / elapsed
   result = {'config': config.model.family, 'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
             'global_batch_size': batch, 'image_shape': shape, 'steps_per_call': k,
-            'compile_s': round(compile_s, 3), 'step_ms': round(1000 / steps_per_s, 3),
+            'compile_s': round(compile_s, 3), **{k: round(v, 3) for k, v in phases.items()},
+            'step_ms': round(1000 / steps_per_s, 3),
             'steps_per_s': round(steps_per_s, 3), 'images_per_s': round(steps_per_s * batch, 1),
             'gflop_per_step': round(flops / k / 1e9, 3),
             'achieved_gflops': round(flops / k / 1e9 * steps_per_s, 2), 'temp_mib': round(temp_mib, 1),
@@ -88,7 +96,10 @@ def main(argv):
   stats = jax.local_devices()[0].memory_stats()  # None on the CPU
   if stats and 'peak_bytes_in_use' in stats:
     result['peak_device_mib'] = round(stats['peak_bytes_in_use'] / 2**20, 1)
-  print(f"{result['platform']} x{result['devices']}  batch {batch}  {shape}: compile {compile_s:.2f} s, "
+  if FLAGS.profile_compile:
+    result['compile_profile_s'] = print_compile_profile(events, FLAGS.profile_compile)
+  print(f"{result['platform']} x{result['devices']}  batch {batch}  {shape}: compile {compile_s:.2f} s "
+        f"(trace {phases['trace_s']:.2f}, lower {phases['lower_s']:.2f}, XLA {phases['xla_compile_s']:.2f}), "
         f"{result['step_ms']:.1f} ms/step, {steps_per_s:.2f} steps/s, {result['images_per_s']:.0f} img/s, "
         f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis), temp buffers {temp_mib:.0f} MiB, "
         f"{result['page_faults_per_step']} page faults / {result['kernel_ms_per_step']} ms kernel time per step"

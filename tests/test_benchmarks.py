@@ -22,13 +22,17 @@ def test_gpu_suite_smoke_runs_every_section_on_this_backend():
     assert section in run.stdout
   assert '== suite finished: 0 failure(s)' in run.stdout and 'FAILED' not in run.stdout
   results = json_lines(run.stdout)
-  float32, bfloat16, remat, cached = results[:4]
+  float32, bfloat16, remat, cached, no_autotune = results[:5]
   assert (float32['dtype'], bfloat16['dtype'], remat['remat'], float32['remat']) == ('float32', 'bfloat16', True, False)
   assert remat['gflop_per_step'] > float32['gflop_per_step']  # the rematerialised blocks are recomputed
-  assert cached['compile_s'] < float32['compile_s']  # the second compile came from the persistent cache
-  assert results[4]['images_per_s'] > 0 and 'keeps_up' in results[5]
-  assert results[6]['steps_per_call'] == 2  # the smoke run skips K=1 (every other run's path)
-  forms = results[7]
+  # the cold compile's phases and XLA's profile of it; the second compile came from the persistent cache
+  assert 0 < float32['trace_s'] + float32['lower_s'] + float32['xla_compile_s'] <= float32['compile_s']
+  assert len(float32['compile_profile_s']) == 25 and 'compile profile:' in run.stdout
+  assert cached['compile_s'] < float32['compile_s'] and cached['xla_compile_s'] < float32['xla_compile_s'] / 2
+  assert no_autotune['xla_compile_s'] > 0 and no_autotune['step_ms'] > 0
+  assert results[5]['images_per_s'] > 0 and 'keeps_up' in results[6]
+  assert results[7]['steps_per_call'] == 2  # the smoke run skips K=1 (every other run's path)
+  forms = results[8]
   assert forms['b'] == 'forms=lax' and forms['a_ms'] > 0 and forms['b_ms'] > 0
 
 
@@ -42,3 +46,18 @@ def test_startup_benchmark_prints_its_breakdown():
   assert result['overlapped_s'] > 0  # the train step was compiled on the compile-ahead thread
   # the rows account for one run, not more, once the overlapped compiles are taken out
   assert sum(result['breakdown_s'].values()) - result['overlapped_s'] < 1.5 * result['run_s']
+
+
+def test_compile_profile_charges_each_event_its_self_time_per_thread():
+  sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+  from compile_profile import self_times
+  thread = lambda tid, name: {'ph': 'M', 'pid': 1, 'tid': tid, 'name': 'thread_name', 'args': {'name': name}}
+  event = lambda tid, name, ts, dur: {'ph': 'X', 'pid': 1, 'tid': tid, 'name': name, 'ts': ts, 'dur': dur}
+  events = [thread(7, 'tf_pool/123'), thread(8, 'python'),
+            event(7, 'compile', 0, 10e6), event(7, 'pass', 2e6, 3e6), event(7, 'pass', 6e6, 2e6),
+            event(7, 'leaf', 6.5e6, 1e6),  # nested two deep
+            event(8, 'wait', 0, 4e6), event(8, 'compile', 5e6, 1e6)]  # same name on another thread: its own row
+  self_s, total_s, count = self_times(events)
+  assert self_s == {('tf_pool', 'compile'): 5.0, ('tf_pool', 'pass'): 4.0, ('tf_pool', 'leaf'): 1.0,
+                    ('python', 'wait'): 4.0, ('python', 'compile'): 1.0}
+  assert total_s[('tf_pool', 'pass')] == 5.0 and count[('tf_pool', 'pass')] == 2
