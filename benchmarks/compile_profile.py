@@ -76,20 +76,31 @@ def self_times(events: list[dict]) -> tuple[dict, dict, dict]:
 
 @contextlib.contextmanager
 def traced_events():
-  """Yields a list that holds, after the block, the trace events of everything run inside it (jax's profiler, host
-  events only: no Python tracer, whose frames would slow tracing and swamp the table)."""
+  """Yields a list that holds, after the block, the trace events of everything run inside it (jax's profiler; no
+  Python tracer, whose frames would slow tracing and swamp the table). A profiler that fails (e.g. no CUPTI on a
+  GPU host) leaves the list empty and the block runs as without it: a prepared run keeps its other figures."""
   options = jax.profiler.ProfileOptions()
   options.python_tracer_level = 0
+  options.enable_hlo_proto = False  # not needed here; for a large program, a large proto
   events = []
   with tempfile.TemporaryDirectory() as log_dir:
-    jax.profiler.start_trace(log_dir, create_perfetto_trace=True, profiler_options=options)
+    try:
+      jax.profiler.start_trace(log_dir, create_perfetto_trace=True, profiler_options=options)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'compile profile: the profiler did not start ({e!r}); timing without it')
+      yield events
+      return
     try:
       yield events
     finally:
       jax.profiler.stop_trace()
-    [path] = glob.glob(os.path.join(log_dir, '**', 'perfetto_trace.json.gz'), recursive=True)
-    with gzip.open(path) as f:
-      trace = json.load(f)
+    try:
+      [path] = glob.glob(os.path.join(log_dir, '**', 'perfetto_trace.json.gz'), recursive=True)
+      with gzip.open(path) as f:
+        trace = json.load(f)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'compile profile: no readable trace ({e!r})')
+      return
   events.extend(trace['traceEvents'] if isinstance(trace, dict) else trace)
 
 
