@@ -44,7 +44,9 @@ def compile_phases():
   try:
     yield phases
   finally:
-    jax.monitoring.unregister_event_duration_listener(on_duration)
+    unregister = getattr(jax.monitoring, 'unregister_event_duration_listener', None)  # not in every jax
+    if unregister is not None:
+      unregister(on_duration)
 
 
 def self_times(events: list[dict]) -> tuple[dict, dict, dict]:
@@ -79,12 +81,12 @@ def traced_events():
   """Yields a list that holds, after the block, the trace events of everything run inside it (jax's profiler; no
   Python tracer, whose frames would slow tracing and swamp the table). A profiler that fails (e.g. no CUPTI on a
   GPU host) leaves the list empty and the block runs as without it: a prepared run keeps its other figures."""
-  options = jax.profiler.ProfileOptions()
-  options.python_tracer_level = 0
-  options.enable_hlo_proto = False  # not needed here; for a large program, a large proto
   events = []
   with tempfile.TemporaryDirectory() as log_dir:
     try:
+      options = jax.profiler.ProfileOptions()
+      options.python_tracer_level = 0
+      options.enable_hlo_proto = False  # not needed here; for a large program, a large proto
       jax.profiler.start_trace(log_dir, create_perfetto_trace=True, profiler_options=options)
     except Exception as e:  # pylint: disable=broad-except
       print(f'compile profile: the profiler did not start ({e!r}); timing without it')
