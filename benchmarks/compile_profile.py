@@ -67,12 +67,13 @@ def self_times(events: list[dict]) -> tuple[dict, dict, dict]:
       start, dur, key = e['ts'], e['dur'], (thread_name, e['name'])
       while stack and stack[-1][0] <= start:
         stack.pop()
+      end = min(start + dur, stack[-1][0]) if stack else start + dur  # a child ends with its parent (rounding)
       if stack:  # nested: its time is not its parent's own
-        self_s[stack[-1][1]] -= dur / 1e6
-      self_s[key] += dur / 1e6
+        self_s[stack[-1][1]] -= (end - start) / 1e6
+      self_s[key] += (end - start) / 1e6
       total_s[key] += dur / 1e6
       count[key] += 1
-      stack.append([start + dur, key])
+      stack.append([end, key])
   return dict(self_s), dict(total_s), dict(count)
 
 
@@ -80,13 +81,16 @@ def self_times(events: list[dict]) -> tuple[dict, dict, dict]:
 def traced_events():
   """Yields a list that holds, after the block, the trace events of everything run inside it (jax's profiler; no
   Python tracer, whose frames would slow tracing and swamp the table). A profiler that fails (e.g. no CUPTI on a
-  GPU host) leaves the list empty and the block runs as without it: a prepared run keeps its other figures."""
+  GPU host) or fails to write its trace leaves the list empty and the block runs as without it: a prepared run keeps
+  its other figures."""
   events = []
   with tempfile.TemporaryDirectory() as log_dir:
     try:
       options = jax.profiler.ProfileOptions()
       options.python_tracer_level = 0
       options.enable_hlo_proto = False  # not needed here; for a large program, a large proto
+      if hasattr(options, 'device_tracer_level'):  # host events only: no CUPTI, less overhead on a GPU
+        options.device_tracer_level = 0
       jax.profiler.start_trace(log_dir, create_perfetto_trace=True, profiler_options=options)
     except Exception as e:  # pylint: disable=broad-except
       print(f'compile profile: the profiler did not start ({e!r}); timing without it')
@@ -95,7 +99,10 @@ def traced_events():
     try:
       yield events
     finally:
-      jax.profiler.stop_trace()
+      try:
+        jax.profiler.stop_trace()
+      except Exception as e:  # pylint: disable=broad-except
+        print(f'compile profile: the profiler did not stop cleanly ({e!r})')
     try:
       [path] = glob.glob(os.path.join(log_dir, '**', 'perfetto_trace.json.gz'), recursive=True)
       with gzip.open(path) as f:

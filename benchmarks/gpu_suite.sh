@@ -3,7 +3,8 @@
 # not run on a GPU yet), so a lent machine's device time covers a run and a rerun. Each benchmark prints its readable
 # line + its JSON line (the profiled compile: its table too) and the seconds it took.
 #
-#   bash benchmarks/gpu_suite.sh            # on the GPU machine (python3 with jax[cuda], flax, optax, ...)
+#   bash benchmarks/gpu_suite.sh 2>&1 | tee $OUT/gpu_suite.log   # on the GPU machine (python3 with jax[cuda], flax,
+#                                           # optax, ...); the device tool's reply keeps only the output's last 12k chars
 #   bash benchmarks/gpu_suite.sh --smoke    # tiny shapes, a few steps, any backend: checks the suite runs (tests)
 #
 # Env: PY (python, default python3 or .venv/bin/python), OLD (a checkout of older gen_jax: its train-step figures
@@ -19,12 +20,12 @@ if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-pytho
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
 failures=0
-j() {  # one benchmark: its last LINES lines (default 2: readable + JSON) and its seconds; a failure is reported and
+j() {  # one benchmark: its last SHOW lines (default 2: readable + JSON) and its seconds; a failure is reported and
   local title=$1 start=$SECONDS; shift  # counted, the suite goes on
   echo "== $title"
   local out; out=$(timeout "${LIMIT:-300}" "$PY" "$@" 2>&1); local rc=$?
   if [ $rc -ne 0 ]; then echo "FAILED (exit $rc): $PY $*"; echo "$out" | tail -5; failures=$((failures + 1)); return; fi
-  echo "$out" | grep -v '^\s*$' | tail -"${LINES:-2}"
+  echo "$out" | grep -v '^\s*$' | tail -"${SHOW:-2}"
   echo "   ($((SECONDS - start)) s)"
 }
 
@@ -49,12 +50,12 @@ TRAIN=(benchmarks/train_throughput.py "${CIFAR[@]}" --config.global_batch_size=$
 
 cache=$(mktemp -d)  # the float32 run compiles cold into it; section 2 compiles the same step from it
 echo "## 1. ddpm_cifar training, batch $B (float32 = TF32 convs on GPUs by default; bfloat16 = the mixed policy)"
-LINES=28 j "float32 (its compile_s is the cold compile into an empty persistent cache; the profile: where XLA spent it)" \
+SHOW=30 j "float32 (its compile_s is the cold compile into an empty persistent cache; the profile: where XLA spent it)" \
     "${TRAIN[@]}" --compilation_cache_dir "$cache" --profile_compile 25
 j "bfloat16 compute, float32 params / norms / softmax / loss" "${TRAIN[@]}" --config.model.dtype=bfloat16
 j "float32, config.remat (per-block nn.remat): peak memory" "${TRAIN[@]}" --config.remat=True
 if [ -n "${OLD:-}" ]; then
-  (cd "$OLD" && j "OLD code ($OLD) float32, same call" "${TRAIN[@]}")
+  pushd "$OLD" >/dev/null && { j "OLD code ($OLD) float32, same call" "${TRAIN[@]}"; popd >/dev/null; }
 fi
 
 echo "## 2. compile of the ddpm_cifar step from the persistent cache (cold: float32's compile_s in section 1), and"

@@ -5,7 +5,7 @@
 
 Uses synthetic images in [-1, 1] (speed only, no data loading) of the config's dataset shape, or of
 --image_shape for datasets not prepared on this machine. The compile time is split into JAX tracing, MLIR lowering
-and XLA's compile (absent when it came from the persistent cache: loading is the rest); --profile_compile prints
+and XLA's compile (on a persistent-cache hit: loading the executable); --profile_compile prints
 where XLA's compile went. Prints readable lines, then one JSON line.
 """
 

@@ -56,10 +56,13 @@ def test_compile_profile_charges_each_event_its_self_time_per_thread():
   events = [thread(7, 'tf_pool/123'), thread(8, 'python'),
             event(7, 'compile', 0, 10e6), event(7, 'pass', 2e6, 3e6), event(7, 'pass', 6e6, 2e6),
             event(7, 'leaf', 6.5e6, 1e6),  # nested two deep
-            event(8, 'wait', 0, 4e6), event(8, 'compile', 5e6, 1e6)]  # same name on another thread: its own row
+            event(8, 'wait', 0, 4e6), event(8, 'compile', 5e6, 1e6),  # same name on another thread: its own row
+            # a child that ends a rounding error after its parent: the next event is still its parent's sibling
+            event(9, 'outer', 0, 2e6), event(9, 'inner', 1e6, 1e6 + 0.5), event(9, 'next', 2e6, 1e6)]
   self_s, total_s, count = self_times(events)
   assert self_s == {('tf_pool', 'compile'): 5.0, ('tf_pool', 'pass'): 4.0, ('tf_pool', 'leaf'): 1.0,
-                    ('python', 'wait'): 4.0, ('python', 'compile'): 1.0}
+                    ('python', 'wait'): 4.0, ('python', 'compile'): 1.0,
+                    ('9', 'outer'): 1.0, ('9', 'inner'): 1.0, ('9', 'next'): 1.0}
   assert total_s[('tf_pool', 'pass')] == 5.0 and count[('tf_pool', 'pass')] == 2
 
 
