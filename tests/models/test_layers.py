@@ -252,3 +252,25 @@ def test_silu_is_jax_silu_within_a_stated_error_in_both_forms():
     near = x >= -3
     np.testing.assert_allclose(values[near], want_values[near], rtol=1e-5, atol=1e-7)
   np.testing.assert_array_equal(values, want_values)  # LAX: jax.nn.silu itself
+
+
+def test_convs_and_group_norms_of_one_shape_are_traced_once():
+  """conv2d and group_norm are nested jits (jax reuses one trace per shape, XLA inlines them): the step of a large net
+  traces faster, the program is the same. Two calls of one shape share one jaxpr; another shape gets its own."""
+  x, k = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  scale, bias = jnp.ones((4,)), jnp.zeros((4,))
+
+  def net(x):
+    same = [conv2d(x, k, (1, 1), ((1, 1), (1, 1))) for _ in range(2)]
+    norms = [layers.group_norm(h, scale, bias, 2) for h in same]
+    return norms, conv2d(x, k, (2, 2), ((1, 1), (1, 1)))
+
+  with layers.use_forms(layers.XLA_CPU):
+    eqns = jax.make_jaxpr(net)(x).eqns
+  calls = {}
+  for eqn in eqns:
+    if eqn.primitive.name in ('pjit', 'jit'):
+      calls.setdefault(eqn.params['name'], []).append(eqn.params['jaxpr'])
+  convs, norms = calls['_conv2d_traced_once'], calls['_group_norm_traced_once']
+  assert len(convs) == 3 and convs[0] is convs[1] and convs[2] is not convs[0]  # stride 2: another trace
+  assert len(norms) == 2 and norms[0] is norms[1]
