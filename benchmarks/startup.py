@@ -24,10 +24,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BARE_JAX = 'import jax, jax.numpy as jnp; jax.jit(lambda x: x + 1)(jnp.ones(3)).block_until_ready()'
-# jax.monitoring event -> row of the breakdown
-COMPILE_EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'JAX tracing (jaxprs)',
-                  '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lowering to MLIR',
-                  '/jax/core/compile/backend_compile_duration': 'XLA compiles'}
+# compile phase (benchmarks/compile_profile.py's JAX_EVENTS, which name jax.monitoring's events) -> breakdown row
+PHASE_ROWS = {'trace_s': 'JAX tracing (jaxprs)', 'lower_s': 'lowering to MLIR', 'xla_compile_s': 'XLA compiles'}
 
 
 def wall_seconds(argv: list[str], env: dict) -> float:
@@ -56,15 +54,17 @@ def breakdown(args) -> dict[str, float]:
   start = time.perf_counter()
   import jax
   rows['import jax'] = time.perf_counter() - start
+  from compile_profile import JAX_EVENTS  # imports jax: after timing its import
 
   def on_duration(event: str, duration: float, fun_name: str = '?', **kwargs) -> None:
     del kwargs
-    if event in COMPILE_EVENTS:
-      rows[COMPILE_EVENTS[event]] += duration
+    if event in JAX_EVENTS:
+      row = PHASE_ROWS[JAX_EVENTS[event]]
+      rows[row] += duration
       if threading.current_thread().name.startswith('compile_ahead'):
-        ahead[COMPILE_EVENTS[event]] += duration
-      counts[COMPILE_EVENTS[event]] += 1
-      if event.endswith('backend_compile_duration'):
+        ahead[row] += duration
+      counts[row] += 1
+      if JAX_EVENTS[event] == 'xla_compile_s':
         per_program[fun_name] += duration
 
   jax.monitoring.register_event_duration_secs_listener(on_duration)
@@ -78,7 +78,7 @@ def breakdown(args) -> dict[str, float]:
     train_lib.train(config, workdir)
   train_s = time.perf_counter() - t
   # Work on the compile-ahead thread overlaps the main thread's, so only the main thread's is taken off the wall time.
-  on_main = sum(rows[r] - ahead[r] for r in COMPILE_EVENTS.values())
+  on_main = sum(rows[r] - ahead[r] for r in PHASE_ROWS.values())
   rows['rest of train(): data, waiting for compiles ahead, running, files'] = train_s - on_main
   return dict(rows), dict(counts), dict(per_program), sum(ahead.values())
 
