@@ -82,7 +82,7 @@ def main(argv):
   steps_per_s = calls * k / elapsed
   result = {'config': config.model.family, 'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
             'global_batch_size': batch, 'image_shape': shape, 'steps_per_call': k,
-            'compile_s': round(compile_s, 3), **{k: round(v, 3) for k, v in phases.items()},
+            'compile_s': round(compile_s, 3), **{phase: round(s, 3) for phase, s in phases.items()},
             'step_ms': round(1000 / steps_per_s, 3),
             'steps_per_s': round(steps_per_s, 3), 'images_per_s': round(steps_per_s * batch, 1),
             'gflop_per_step': round(flops / k / 1e9, 3),

@@ -143,7 +143,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: t
 def _conv2d_traced_once(x, kernel, strides, padding):
   """A nested jit: jax traces it (and differentiates it) once per shape and reuses that for every call of the same
   shape; XLA inlines it, so the compiled program is the same. The `ddpm_cifar` step traced and lowered 13% faster
-  with this and `_group_norm_traced_once` (9.3-10.1 -> 8.1-8.5 s, 2-core AVX2 EPYC). The forms switch is read
+  with this and `_group_norm_traced_once` (9.3-10.1 -> 8.0-8.7 s, 2-core AVX2 EPYC). The forms switch is read
   outside it: a cached trace never mixes forms."""
   return _conv2d(x, _varying_like(kernel, x), strides, padding)
 
