@@ -10,7 +10,8 @@
 # Env: PY (python, default python3 or .venv/bin/python), OLD (a checkout of older gen_jax: its train-step figures
 # are printed beside the current ones, same machine, same call), PEERS (a copy of ../shared/peers: PyTorch peers).
 # Sections: 1 ddpm_cifar training at batch 128, float32 (with its cold compile and where XLA spent it) vs the
-# bfloat16 policy, remat peak memory; 2 its step's compile from the persistent cache, and cold without autotuning; 3 DDIM-50 sampling throughput -> minutes for 50k FID
+# bfloat16 policy, remat peak memory; 2 its step's compile from the persistent cache and from gen_jax's step cache, and
+# cold without autotuning; 3 DDIM-50 sampling throughput -> minutes for 50k FID
 # samples; 4 the input pipeline alone against 6000 img/s; 5 steps_per_call K=1 vs K=8 on the small configs; 6 the
 # layer forms (layers.py's XLA:CPU forms vs plain lax, compiled in one process and timed alternately: B/A < 1 means
 # lax is faster here and layers.BY_BACKEND should say so for this backend); 7 PyTorch peers.
@@ -50,17 +51,20 @@ TRAIN=(benchmarks/train_throughput.py "${CIFAR[@]}" --config.global_batch_size=$
 
 cache=$(mktemp -d)  # the float32 run compiles cold into it; section 2 compiles the same step from it
 echo "## 1. ddpm_cifar training, batch $B (float32 = TF32 convs on GPUs by default; bfloat16 = the mixed policy)"
-SHOW=30 j "float32 (its compile_s is the cold compile into an empty persistent cache; the profile: where XLA spent it)" \
-    "${TRAIN[@]}" --compilation_cache_dir "$cache" --profile_compile 25
+SHOW=30 j "float32 (its compile_s is the cold compile into an empty persistent cache, the whole step kept too; the profile: where XLA spent it)" \
+    "${TRAIN[@]}" --compilation_cache_dir "$cache" --step_cache --profile_compile 25
 j "bfloat16 compute, float32 params / norms / softmax / loss" "${TRAIN[@]}" --config.model.dtype=bfloat16
 j "float32, config.remat (per-block nn.remat): peak memory" "${TRAIN[@]}" --config.remat=True
 if [ -n "${OLD:-}" ]; then
   pushd "$OLD" >/dev/null && { j "OLD code ($OLD) float32, same call" "${TRAIN[@]}"; popd >/dev/null; }
 fi
 
-echo "## 2. compile of the ddpm_cifar step from the persistent cache (cold: float32's compile_s in section 1), and"
-echo "##    cold without conv / GEMM autotuning: a cure for the cold compile if section 1's profile shows autotuning"
+echo "## 2. compile of the ddpm_cifar step from jax's persistent cache and from gen_jax.step_cache (cold: float32's"
+echo "##    compile_s in section 1), and cold without conv / GEMM autotuning: a cure for the cold compile if section 1's"
+echo "##    profile shows autotuning"
 j "cached (what is left: trace + lower + loading)" "${TRAIN[@]}" --steps 1 --compilation_cache_dir "$cache"
+j "gen_jax.step_cache: the whole step loaded, no tracing (as a training run with the cache on)" "${TRAIN[@]}" --steps 1 \
+    --compilation_cache_dir "$cache" --step_cache
 rm -rf "$cache"
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" j "float32, --xla_gpu_autotune_level=0: cold compile and step time" \
     "${TRAIN[@]}"

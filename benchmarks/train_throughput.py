@@ -9,6 +9,7 @@ and XLA's compile (on a persistent-cache hit: loading the executable); --profile
 where XLA's compile went. Prints readable lines, then one JSON line.
 """
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -26,7 +27,7 @@ from absl import app, flags  # noqa: E402
 from compile_profile import compile_phases, print_compile_profile, traced_events  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gen_jax import compiler, parallel  # noqa: E402
+from gen_jax import compiler, parallel, step_cache  # noqa: E402
 from gen_jax.families import get_family  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -35,6 +36,8 @@ flags.DEFINE_integer('steps', 30, 'Timed steps (after the warm-up calls).')
 flags.DEFINE_integer('warmup', 4, 'Untimed calls before the timed ones.')
 flags.DEFINE_string('image_shape', '', 'h,w,c; default: the shape of the config\'s dataset.')
 flags.DEFINE_string('compilation_cache_dir', '', 'Persistent XLA cache dir: run twice for cold vs cached compile.')
+flags.DEFINE_bool('step_cache', False, 'With --compilation_cache_dir: compile through gen_jax.step_cache (the whole '
+                  'step kept, found before tracing), as the training loop does; JSON step_cache: hit / saved.')
 flags.DEFINE_integer('profile_top', 0, 'Also print the N most costly XLA ops (run with '
                      'XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true; see benchmarks/op_profile.py).')
 flags.DEFINE_integer('profile_compile', 0, 'Also compile under jax\'s profiler and print the N XLA events that took '
@@ -58,7 +61,14 @@ def main(argv):
 
   with compile_phases() as phases, (traced_events() if FLAGS.profile_compile else contextlib.nullcontext()) as events:
     t0 = time.perf_counter()
-    compiled = step.lower(state, device_batch).compile()
+    if FLAGS.step_cache:
+      cached = step_cache.step_path(config, family, mesh, (state, device_batch))
+      hit = cached is not None and cached.exists()
+      with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        compiled = step_cache.compile_step(pool, step, (state, device_batch), config, family, mesh).result()
+      step_cache_result = 'off' if cached is None else 'hit' if hit else 'saved' if cached.exists() else 'not saved'
+    else:
+      compiled, step_cache_result = step.lower(state, device_batch).compile(), 'unused'
     compile_s = time.perf_counter() - t0
   if FLAGS.hlo_out:
     with open(FLAGS.hlo_out, 'w') as f:
@@ -82,7 +92,8 @@ def main(argv):
   steps_per_s = calls * k / elapsed
   result = {'config': config.model.family, 'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
             'global_batch_size': batch, 'image_shape': shape, 'steps_per_call': k,
-            'compile_s': round(compile_s, 3), **{phase: round(s, 3) for phase, s in phases.items()},
+            'compile_s': round(compile_s, 3), 'step_cache': step_cache_result,
+            **{phase: round(s, 3) for phase, s in phases.items()},
             'step_ms': round(1000 / steps_per_s, 3),
             'steps_per_s': round(steps_per_s, 3), 'images_per_s': round(steps_per_s * batch, 1),
             'gflop_per_step': round(flops / k / 1e9, 3),
@@ -99,7 +110,8 @@ def main(argv):
   if FLAGS.profile_compile:
     result['compile_profile_s'] = print_compile_profile(events, FLAGS.profile_compile)
   print(f"{result['platform']} x{result['devices']}  batch {batch}  {shape}: compile {compile_s:.2f} s "
-        f"(trace {phases['trace_s']:.2f}, lower {phases['lower_s']:.2f}, XLA {phases['xla_compile_s']:.2f}), "
+        f"(trace {phases['trace_s']:.2f}, lower {phases['lower_s']:.2f}, XLA {phases['xla_compile_s']:.2f}; "
+        f"step cache: {step_cache_result}), "
         f"{result['step_ms']:.1f} ms/step, {steps_per_s:.2f} steps/s, {result['images_per_s']:.0f} img/s, "
         f"{result['achieved_gflops']} GFLOP/s (XLA cost analysis), temp buffers {temp_mib:.0f} MiB, "
         f"{result['page_faults_per_step']} page faults / {result['kernel_ms_per_step']} ms kernel time per step"

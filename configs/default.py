@@ -87,6 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.remat = False  # DDPM-family UNets: recompute each block in the backward pass (less memory, same result)
   config.compilation_cache_dir = ''  # '' = no persistent XLA cache; 'workdir' = <workdir>/xla_cache
+  config.compiled_step_cache = True  # with that cache on, also keep the whole train step (no tracing when cached)
 
   return config
 

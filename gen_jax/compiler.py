@@ -51,8 +51,13 @@ UNCACHEABLE = ('xla_multiheap_size_constraint_per_heap',)  # left out while the 
 _CACHE_TURNED_ON = []  # by use_persistent_cache: known even where jax's setting can't be read back
 
 
+def persistent_cache_dir() -> str:
+  """jax's persistent cache directory ('' when off)."""
+  return getattr(jax.config, 'jax_compilation_cache_dir', None) or (_CACHE_TURNED_ON[0] if _CACHE_TURNED_ON else '')
+
+
 def persistent_cache_on() -> bool:
-  return bool(getattr(jax.config, 'jax_compilation_cache_dir', None) or _CACHE_TURNED_ON)
+  return bool(persistent_cache_dir())
 
 
 def use_persistent_cache(path: str) -> None:

@@ -48,6 +48,21 @@ def pytest_sessionfinish(session, exitstatus):
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _compiled_steps_in_process(request, monkeypatch):
+  """In-process runs compile their train steps: tests count compiles and patch gen_jax at run time, which the step
+  cache's key cannot see (gen_jax/step_cache.py). Tests of that cache ask for `step_cache_on`; the processes tests
+  start (main.py) use it as users do."""
+  if 'step_cache_on' not in request.fixturenames:
+    from gen_jax import step_cache
+    monkeypatch.setattr(step_cache, 'directory', lambda config: None)
+
+
+@pytest.fixture
+def step_cache_on():
+  """gen_jax.step_cache as in a user's run (see `_compiled_steps_in_process`)."""
+
+
 @pytest.fixture(scope='session')
 def classifier_cache():
   """One dataset-classifier cache for the session, shared by the workers: the classifier is trained once (by whichever

@@ -22,17 +22,19 @@ def test_gpu_suite_smoke_runs_every_section_on_this_backend():
     assert section in run.stdout
   assert '== suite finished: 0 failure(s)' in run.stdout and 'FAILED' not in run.stdout
   results = json_lines(run.stdout)
-  float32, bfloat16, remat, cached, no_autotune = results[:5]
+  float32, bfloat16, remat, cached, step_cached, no_autotune = results[:6]
   assert (float32['dtype'], bfloat16['dtype'], remat['remat'], float32['remat']) == ('float32', 'bfloat16', True, False)
   assert remat['gflop_per_step'] > float32['gflop_per_step']  # the rematerialised blocks are recomputed
   # the cold compile's phases and XLA's profile of it; the second compile came from the persistent cache
   assert 0 < float32['trace_s'] + float32['lower_s'] + float32['xla_compile_s'] <= float32['compile_s']
   assert len(float32['compile_profile_s']) == 25 and 'compile profile:' in run.stdout
   assert cached['compile_s'] < float32['compile_s'] and cached['xla_compile_s'] < float32['xla_compile_s'] / 2
+  assert (float32['step_cache'], cached['step_cache'], step_cached['step_cache']) == ('saved', 'unused', 'hit')
+  assert step_cached['trace_s'] == 0 and step_cached['step_ms'] > 0  # loaded whole: nothing traced
   assert no_autotune['xla_compile_s'] > 0 and no_autotune['step_ms'] > 0
-  assert results[5]['images_per_s'] > 0 and 'keeps_up' in results[6]
-  assert results[7]['steps_per_call'] == 2  # the smoke run skips K=1 (every other run's path)
-  forms = results[8]
+  assert results[6]['images_per_s'] > 0 and 'keeps_up' in results[7]
+  assert results[8]['steps_per_call'] == 2  # the smoke run skips K=1 (every other run's path)
+  forms = results[9]
   assert forms['b'] == 'forms=lax' and forms['a_ms'] > 0 and forms['b_ms'] > 0
 
 
