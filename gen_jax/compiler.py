@@ -107,6 +107,7 @@ def _known(chosen: dict[str, str]) -> bool:
 # calls (key derivations, per-example keys) must stay rolled too: unrolling only those compiled the MLP GAN step slower
 # than unrolling every call (2-core EPYC: 12-14 s, against 9-11 s all unrolled and 5.5-7 s with this rule).
 MIN_UNROLLED_WORDS = 2**17
+THREEFRY_RULE: dict = {}  # the CPU Threefry lowering set last (what programs lowered now get): gen_jax.step_cache
 
 
 def unroll_threefry_on_cpu(unrolled: bool = True, min_words: int = MIN_UNROLLED_WORDS) -> bool:
@@ -128,6 +129,7 @@ def unroll_threefry_on_cpu(unrolled: bool = True, min_words: int = MIN_UNROLLED_
     return (fast if unrolled and words >= min_words else rolled)(ctx, *args, **params)
 
   mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform='cpu', inline=False)
+  THREEFRY_RULE.update(unrolled=unrolled, min_words=min_words)
   return True
 
 

@@ -1,25 +1,32 @@
 """The compiled train step kept whole beside jax's persistent cache, found *before* the step is traced.
 
 jax's persistent cache keys an executable by the program it lowered, so even a cached start traces and lowers the
-train step first: on the 2-core AMD EPYC the ddpm_cifar step's cached compile took 17.5 s, 9.9 s of it tracing
+train step first: on the 2-core AMD EPYC the ddpm_cifar step's cached compile took 13-17 s, 7-10 s of it tracing
 and lowering (README, "Where the ddpm_cifar step's compile goes"). Here the step is keyed by what fixes its
 program without tracing it, and its executable is serialized whole (jax.experimental.serialize_executable):
 
-- the config (all of it), the source of every gen_jax module and of the family's own module, the versions of
-  jax, jaxlib, flax, optax and numpy, every jax setting, the XLA environment variables (XLA_FLAGS, ...),
-  gen_jax's XLA options, and the CPU's model and instruction-set flags (an executable built for AVX-512 must not
-  load on an AVX2 host);
+- the config (all of it); the source of every gen_jax module and of every other module loaded from outside the
+  Python installation (a family, model or config of the user's own); the versions of jax, jaxlib, flax, optax,
+  einops and numpy; every jax setting; gen_jax's layer forms and Threefry lowering; the environment read by XLA and
+  gen_jax (XLA_FLAGS, GEN_JAX_LAYER_FORMS, ...); gen_jax's XLA options; the CPU's model and instruction-set flags
+  (an executable built for AVX-512 must not load on an AVX2 host);
 - the devices (ids, kinds, processes), the mesh, and the shapes, dtypes and shardings of the state and the batch.
 
-A family whose step could close over data-derived constants no key sees (one that overrides `bind_data` or has
-`frozen` inputs: the captioned families, unCLIP) is compiled as before. `config.compiled_step_cache=False` turns
-this off while keeping jax's cache. A file that fails to load is reported and compiled over; nothing here can fail
-a run that would otherwise start.
+What no key sees: a family that binds data-derived tables (overrides `bind_data` or has `frozen` inputs: the
+captioned families, CLIP, unCLIP) could close over them, so such families are compiled as before, as is a family
+whose class has no source file (a notebook cell); code that patches gen_jax at run time should set
+`config.compiled_step_cache=False` (jax's cache stays on). Files are trusted as jax's own cache files are: loading
+one runs the code in it, so keep the cache directory writable by you alone.
+
+Failures degrade to compiling: a key that cannot be built, a file that does not load (removed), a step that does
+not fit the restored state at its first call (the jit is called instead, as before this cache), a loaded step that
+fails at its first call (removed; that run stops with the error and the next one compiles).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -27,6 +34,7 @@ import os
 import pickle
 import platform
 import sys
+import sysconfig
 import threading
 import time
 import uuid
@@ -37,11 +45,13 @@ from etils import epath
 
 from gen_jax import compiler
 from gen_jax.families.base import Family
+from gen_jax.models import forms
 
 FORMAT = 1  # bump when what a file holds changes
-KEEP = 8  # newest files kept per directory: one ddpm_cifar step is 12 MiB on the CPU
-_ENV_PREFIXES = ('XLA_', 'LIBTPU', 'TPU_', 'NVIDIA_TF32')  # environment read by XLA's compilers
-_LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
+KEEP = 8  # steps kept per process and directory, the most recently used (locally; on gs:// the newest written)
+STALE_PARTIAL_S = 24 * 3600  # a half-written file this old is left from a killed run
+_ENV_PREFIXES = ('XLA_', 'LIBTPU', 'TPU_', 'NVIDIA_TF32', 'GEN_JAX_')  # environment read by XLA and gen_jax
+_LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'einops', 'numpy')
 JAX_CACHE_HIT = '/jax/compilation_cache/cache_hits'  # jax.monitoring event
 
 
@@ -55,10 +65,10 @@ def directory(config) -> epath.Path | None:
 
 
 def cacheable(family: Family) -> bool:
-  """Whether the step is fixed by the config and sources alone (see the module docstring); a family defined where
-  its source cannot be read (a notebook cell) is not."""
+  """Whether the step is fixed by the config and sources alone (see the module docstring)."""
   cls = type(family)
-  return cls.bind_data is Family.bind_data and cls.frozen is Family.frozen and _source_file(cls) is not None
+  return (cls.bind_data is Family.bind_data and cls.frozen is Family.frozen
+          and all(_source_file(c) is not None for c in cls.__mro__ if c is not object))
 
 
 def _source_file(cls) -> str | None:
@@ -74,10 +84,12 @@ def step_key(config, family: Family, mesh, args: tuple) -> str:
   material = {
       'format': FORMAT,
       'config': json.loads(config.to_json_best_effort()),
-      'sources': _sources_digest(family),
+      'sources': _sources_digest(),
       'versions': {name: _version(name) for name in _LIBRARIES},
       'python': sys.version,
       'jax_config': {k: v for k, v in jax.config.values.items() if isinstance(v, (bool, int, float, str, type(None)))},
+      'layer_forms': dataclasses.asdict(forms.forms()),
+      'threefry': compiler.THREEFRY_RULE,
       'environment': {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)},
       'xla_options': compiler.options(compiler.persistent_cache_on()),
       'cpu': _cpu_description(),
@@ -92,38 +104,80 @@ def step_key(config, family: Family, mesh, args: tuple) -> str:
 
 
 def step_path(config, family: Family, mesh, args: tuple) -> epath.Path | None:
-  """The file that holds (or would hold) this step; None when the step cache is off or the family not cacheable."""
+  """The file that holds (or would hold) this step; None when the step cache is off, the family not cacheable, or
+  the key could not be built (reported)."""
   folder = directory(config) if cacheable(family) else None
-  return None if folder is None else folder / f'{step_key(config, family, mesh, args)}.jaxstep'
+  if folder is None:
+    return None
+  try:
+    return folder / f'p{jax.process_index()}-{step_key(config, family, mesh, args)}.jaxstep'
+  except Exception as e:  # noqa: BLE001 (an unreadable source file, ...: compile as without the cache)
+    logging.warning('No step cache for this run: its key could not be built (%s: %s).', type(e).__name__, e)
+    return None
+
+
+class CompiledStep:
+  """The compiled train step, called as its jit would be. At the first call only: arguments it was not compiled
+  for (a restored state of another structure or dtype; jax checks them before anything runs or is donated) fall back
+  to the jit, which traces and compiles for them as before; a step loaded from the cache that fails there has its
+  file removed, and the error is raised."""
+
+  def __init__(self, compiled: jax.stages.Compiled, jitted, loaded_from: epath.Path | None = None):
+    self.compiled, self._jitted, self._loaded_from = compiled, jitted, loaded_from
+    self._call = None  # decided at the first call
+
+  def __call__(self, *args):
+    if self._call is not None:
+      return self._call(*args)
+    try:
+      out = self.compiled(*args)
+    except (TypeError, ValueError) as e:
+      logging.warning('The compiled train step does not take these arguments (%s); calling its jit instead.', e)
+      self._call = self._jitted
+      return self._jitted(*args)
+    except Exception:
+      if self._loaded_from is not None:
+        self._loaded_from.unlink(missing_ok=True)
+        logging.error('The train step loaded from %s failed at its first call; removed it (the next run compiles '
+                      'the step).', self._loaded_from)
+      raise
+    self._call = self.compiled
+    return out
 
 
 def compile_step(pool: concurrent.futures.Executor, jitted, args: tuple, config, family: Family,
                  mesh) -> concurrent.futures.Future:
-  """`jitted.lower(*args).compile()` as a future on `pool`, loaded instead from the step cache when it holds this
-  step (and saved there after compiling when it does not). Tracing and lowering happen here, on the caller's
-  thread (with one GIL, a pool thread tracing would only slow what the caller does meanwhile); loading and XLA's
-  compile on `pool`. `args` may be abstract (jax.ShapeDtypeStruct with shardings)."""
+  """A future on `pool` of the CompiledStep for `args`: loaded from the step cache when that holds it, else
+  compiled (and saved there). Tracing and lowering happen here, on the caller's thread (with one GIL, a pool thread
+  tracing would only slow what the caller does meanwhile), except after a file that fails to load; loading and
+  XLA's compile on `pool`. `args` may be abstract (jax.ShapeDtypeStruct with shardings)."""
   path = step_path(config, family, mesh, args)
   if path is not None and path.exists():
     return pool.submit(_load_or_compile, path, list(mesh.devices.flat), jitted, args)
-  return pool.submit(_compile_and_save, jitted.lower(*args), path)
+  return pool.submit(_compile_and_save, jitted, jitted.lower(*args), path)
 
 
-def _load_or_compile(path: epath.Path, devices: list, jitted, args: tuple) -> jax.stages.Compiled:
+def _load_or_compile(path: epath.Path, devices: list, jitted, args: tuple) -> CompiledStep:
   loaded = _load(path, devices)
-  return loaded if loaded is not None else _compile_and_save(jitted.lower(*args), path)
+  if loaded is not None:
+    return CompiledStep(loaded, jitted, loaded_from=path)
+  return _compile_and_save(jitted, jitted.lower(*args), path)
 
 
-def _compile_and_save(lowered: jax.stages.Lowered, path: epath.Path | None) -> jax.stages.Compiled:
+def _compile_and_save(jitted, lowered: jax.stages.Lowered, path: epath.Path | None) -> CompiledStep:
   compiled, from_jax_cache = _compile(lowered)
-  if path is not None and from_jax_cache:
+  if path is None:
+    pass
+  elif from_jax_cache:
     # XLA:CPU (jaxlib 0.10.2) serializes an executable it loaded from a cache without its kernels (a 9.1 kB program
     # came back as 5.9 kB and failed at its first call: "Function tanh_add_fusion not found"), so only fresh
     # compiles are kept. Such a step (the program unchanged by an edit of gen_jax) comes from jax's cache as before.
     logging.info('The train step came from jax\'s persistent cache: not kept in the step cache (%s).', path.parent)
-  elif path is not None:
+  elif jax.config.jax_share_binary_between_hosts and jax.process_count() > 1:
+    logging.info('Processes share one compiled binary (jax_share_binary_between_hosts): step cache not used.')
+  else:
     _save(compiled, path)
-  return compiled
+  return CompiledStep(compiled, jitted)
 
 
 def _compile(lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, bool]:
@@ -145,11 +199,16 @@ def _compile(lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, bool]:
 
 def _load(path: epath.Path, devices: list) -> jax.stages.Compiled | None:
   """The step in `path`, loaded onto `devices` (the mesh's, in its order: by default jax would load it onto every
-  device of the backend)."""
+  device of the backend); None if it does not load (a file that was read but does not load is removed)."""
   started = time.perf_counter()
   try:
+    blob = path.read_bytes()
+  except Exception as e:  # noqa: BLE001 (gone meanwhile, or a transient storage error: compile, keep the file)
+    logging.warning('Could not read the compiled train step %s (%s: %s); compiling it.', path, type(e).__name__, e)
+    return None
+  try:
     from jax.experimental import serialize_executable
-    payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+    payload, in_tree, out_tree = pickle.loads(blob)
     compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree, execution_devices=devices)
   except Exception as e:  # noqa: BLE001 (a damaged or foreign file: removed, and the step compiled instead)
     logging.warning('Compiled train step %s did not load (%s: %s); removed it, compiling the step again.', path,
@@ -169,16 +228,20 @@ def _save(compiled: jax.stages.Compiled, path: epath.Path) -> None:
     partial = path.parent / f'.{path.name}.{uuid.uuid4().hex}.tmp'  # a reader never sees half a file
     partial.write_bytes(blob)
     partial.replace(path)
-    _prune(path.parent)
+    _prune(path.parent, path.name.split('-', 1)[0])
   except Exception as e:  # noqa: BLE001 (a step jax cannot serialize, a full or read-only disk: run uncached)
     logging.warning('Could not keep the compiled train step in %s (%s: %s).', path.parent, type(e).__name__, e)
 
 
-def _prune(folder: epath.Path) -> None:
-  """Keeps the KEEP most recently used steps (loads refresh a file's time)."""
-  steps = sorted(folder.glob('*.jaxstep'), key=lambda p: p.stat().mtime, reverse=True)
+def _prune(folder: epath.Path, process: str) -> None:
+  """Keeps this process's KEEP most recently used steps (loads refresh a local file's time) and removes partial
+  files left by killed runs."""
+  steps = sorted(folder.glob(f'{process}-*.jaxstep'), key=lambda p: p.stat().mtime, reverse=True)
   for old in steps[KEEP:]:
     old.unlink(missing_ok=True)
+  for partial in folder.glob(f'.{process}-*.tmp'):
+    if time.time() - partial.stat().mtime > STALE_PARTIAL_S:
+      partial.unlink(missing_ok=True)
 
 
 def _touch(path: epath.Path) -> None:
@@ -188,17 +251,21 @@ def _touch(path: epath.Path) -> None:
     pass
 
 
-def _sources_digest(family: Family) -> str:
-  """sha256 over gen_jax's Python sources and the family's module (which may live outside gen_jax)."""
+def _sources_digest() -> str:
+  """sha256 over gen_jax's Python sources and those of every loaded module outside the Python installation."""
   root = os.path.dirname(os.path.abspath(compiler.__file__))
-  files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names
-                 if name.endswith('.py'))
-  family_file = _source_file(type(family))
-  if family_file is not None and family_file not in files:
-    files.append(family_file)
+  files = {os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names if name.endswith('.py')}
+  installed = tuple(os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ('stdlib', 'platstdlib', 'purelib',
+                                                                               'platlib'))
+  for module in list(sys.modules.values()):
+    file = getattr(module, '__file__', None)
+    if file and file.endswith('.py') and not os.path.abspath(file).startswith(installed):
+      files.add(os.path.abspath(file))
   digest = hashlib.sha256()
-  for file in files:
-    digest.update(os.path.relpath(file, root).encode())
+  for file in sorted(files):
+    if not os.path.isfile(file):  # an editor's lock link, a file deleted meanwhile
+      continue
+    digest.update(file.encode())
     with open(file, 'rb') as f:
       digest.update(f.read())
   return digest.hexdigest()

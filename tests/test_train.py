@@ -151,4 +151,4 @@ def test_a_run_that_asks_for_the_compilation_cache_gets_a_train_step_the_cache_c
   config.sample_every = 0  # no sampler compiling on after the test
   trainer = Trainer(config, str(tmp_path / 'run'))
   assert jax.config.jax_compilation_cache_dir == config.compilation_cache_dir
-  serialize_executable.serialize(trainer.compile_ahead().result())
+  serialize_executable.serialize(trainer.compile_ahead().result().compiled)
