@@ -111,8 +111,8 @@ class Trainer:
     shapes, overlapping parameter init (its compile and run) or a restore, and the first batch's read: a 1-step MLP
     GAN run on digits took 6.6 -> 6.2 s (2-core Sapphire Rapids). The first calls find the programs compiled
     (jit's cache is shared by threads). Peeking at a batch leaves the data position unchanged. Returns the step's
-    compile (jax.stages.Compiled, from gen_jax.step_cache when that holds it); wait for it before the first step (a
-    call while it compiles would compile again)."""
+    compile (a step_cache.CompiledStep, loaded from that cache when it holds the step); wait for it before the first
+    step (a call while it compiles would compile again)."""
     position = self.data.get_state()
     batch = parallel.to_global_batch(next(self.data), self.mesh)
     self.data.set_state(position)
