@@ -52,10 +52,10 @@ if STEP_CACHE:  # as the training loop compiles: gen_jax.step_cache (loaded with
   import concurrent.futures
   from gen_jax import step_cache
   path = step_cache.step_path(config, family, mesh, (state, batch))
-  status = 'off' if path is None else 'hit' if path.exists() else 'miss'
   t = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    step_cache.compile_step(pool, step, (state, batch), config, family, mesh).result()
+    got = step_cache.compile_step(pool, step, (state, batch), config, family, mesh).result()
+  status = 'off' if path is None else 'hit' if got.loaded_from else 'miss'
   result.update(step_total_s=round(time.perf_counter() - t, 2), step_cache=status)
 else:
   t = time.perf_counter(); lowered = step.lower(state, batch); step_trace = time.perf_counter() - t

@@ -63,10 +63,11 @@ def main(argv):
     t0 = time.perf_counter()
     if FLAGS.step_cache:
       cached = step_cache.step_path(config, family, mesh, (state, device_batch))
-      hit = cached is not None and cached.exists()
       with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        compiled = step_cache.compile_step(pool, step, (state, device_batch), config, family, mesh).result().compiled
-      step_cache_result = 'off' if cached is None else 'hit' if hit else 'saved' if cached.exists() else 'not saved'
+        got = step_cache.compile_step(pool, step, (state, device_batch), config, family, mesh).result()
+      compiled = got.compiled
+      step_cache_result = ('off' if cached is None else 'hit' if got.loaded_from else 'saved' if cached.exists()
+                           else 'not saved')
     else:
       compiled, step_cache_result = step.lower(state, device_batch).compile(), 'unused'
     compile_s = time.perf_counter() - t0

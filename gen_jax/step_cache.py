@@ -123,7 +123,7 @@ class CompiledStep:
   file removed, and the error is raised."""
 
   def __init__(self, compiled: jax.stages.Compiled, jitted, loaded_from: epath.Path | None = None):
-    self.compiled, self._jitted, self._loaded_from = compiled, jitted, loaded_from
+    self.compiled, self._jitted, self.loaded_from = compiled, jitted, loaded_from
     self._call = None  # decided at the first call
 
   def __call__(self, *args):
@@ -136,10 +136,10 @@ class CompiledStep:
       self._call = self._jitted
       return self._jitted(*args)
     except Exception:
-      if self._loaded_from is not None:
-        self._loaded_from.unlink(missing_ok=True)
+      if self.loaded_from is not None:
+        self.loaded_from.unlink(missing_ok=True)
         logging.error('The train step loaded from %s failed at its first call; removed it (the next run compiles '
-                      'the step).', self._loaded_from)
+                      'the step).', self.loaded_from)
       raise
     self._call = self.compiled
     return out
