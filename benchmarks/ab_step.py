@@ -59,7 +59,7 @@ def parse_setting(text: str) -> tuple[layers.Forms, tuple[bool, int], dict[str, 
         raise ValueError(f'threefry must be one of {sorted(THREEFRY)}, got {value!r}')
       threefry = THREEFRY[value]
     elif key.startswith('xla.'):
-      options[key[len('xla.'):]] = value
+      options[key[len('xla.'):]] = {'true': True, 'false': False}.get(value, value)  # XLA wants bools as bools
     else:
       raise ValueError(f'unknown setting {item!r}: use forms=, forms.FIELD=, threefry= or xla.OPTION=')
   return chosen, threefry, options
