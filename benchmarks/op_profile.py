@@ -4,6 +4,10 @@
 process must start with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (CPU). Each op is shown with its
 optimised-HLO root (a fusion's root instruction), and convolutions are also totalled by window size: a window as
 large as the image (e.g. size=32x32) is a kernel gradient.
+
+It also prints how the profiled calls kept XLA's worker threads busy (`occupancy`): the share of the time during
+which all of them, some or none ran an op or a thread-pool task. That is how the DDPM UNet step's loss in going
+from one core to two was seen (README, 2-core Sapphire Rapids: one thread idle for ~10% of the step).
 """
 
 from __future__ import annotations
@@ -16,23 +20,64 @@ import tempfile
 import jax
 
 
-def _op_times_ms(trace_dir: str, calls: int) -> collections.Counter:
+def occupancy(busy: list[list[tuple[int, int]]]) -> dict[int, float]:
+  """{k: share of the span (first start to last end) during which exactly k threads were busy}, from each
+  thread's busy intervals [(start, end), ...] (overlaps within a thread count once)."""
+  edges = sorted((t, d) for intervals in busy for s, e in _merged(intervals) for t, d in ((s, 1), (e, -1)))
+  if not edges:
+    return {}
+  spent, running, last = collections.Counter(), 0, edges[0][0]
+  for t, delta in edges:
+    spent[running] += t - last
+    running, last = running + delta, t
+  span = edges[-1][0] - edges[0][0]
+  return {k: spent[k] / span for k in range(len(busy) + 1)} if span else {}
+
+
+def _merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+  out: list[list[int]] = []
+  for s, e in sorted(intervals):
+    if out and s <= out[-1][1]:
+      out[-1][1] = max(out[-1][1], e)
+    else:
+      out.append([s, e])
+  return [(s, e) for s, e in out]
+
+
+def _thread_busy(line, names: dict) -> list[tuple[int, int]]:
+  """One worker thread's busy intervals (ps): its ops' events and its thread-pool tasks (StartRegion..StopRegion,
+  which also cover the convolutions' Eigen work, whose own events end when they are dispatched)."""
+  busy, start = [], None
+  for event in sorted(line.events, key=lambda e: e.offset_ps):
+    name = names.get(event.metadata_id, '?')
+    if name == 'ThreadpoolListener::StartRegion':
+      start = event.offset_ps
+    elif name == 'ThreadpoolListener::StopRegion' and start is not None:
+      busy.append((start, event.offset_ps))
+      start = None
+    elif not name.startswith(('ThunkExecutor', 'SlinkyThreadPool', 'ThreadpoolListener')):
+      busy.append((event.offset_ps, event.offset_ps + event.duration_ps))
+  return busy
+
+
+def _op_times_ms(trace_dir: str, calls: int) -> tuple[collections.Counter, dict[int, float]]:
   from tensorflow.tsl.profiler.protobuf import xplane_pb2  # TF ships the trace proto (installed for clu)
 
   space = xplane_pb2.XSpace()
   with open(sorted(glob.glob(f'{trace_dir}/**/*.xplane.pb', recursive=True))[-1], 'rb') as f:
     space.ParseFromString(f.read())
-  times = collections.Counter()
+  times, busy = collections.Counter(), []
   for plane in space.planes:
     names = {k: v.name for k, v in plane.event_metadata.items()}
     for line in plane.lines:
       if 'XLAEigen' not in line.name:  # XLA:CPU's worker threads
         continue
+      busy.append([(line.timestamp_ns * 1000 + s, line.timestamp_ns * 1000 + e) for s, e in _thread_busy(line, names)])
       for event in line.events:
         name = names.get(event.metadata_id, '?')
         if not name.startswith(('ThunkExecutor', 'SlinkyThreadPool')):
           times[name] += event.duration_ps / 1e9 / calls
-  return times
+  return times, occupancy(busy)
 
 
 def _roots(hlo_text: str) -> dict[str, str]:
@@ -57,7 +102,7 @@ def print_op_profile(compiled, args, top: int = 25, calls: int = 2) -> None:
       args = (out[0], *args[1:])
     jax.block_until_ready(out)
     jax.profiler.stop_trace()
-    times = _op_times_ms(trace_dir, calls)
+    times, shares = _op_times_ms(trace_dir, calls)
   if not times:
     print('No per-op events: start the process with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (CPU only).')
     return
@@ -71,6 +116,9 @@ def print_op_profile(compiled, args, top: int = 25, calls: int = 2) -> None:
       kinds[f'convolution, window {window.group(1)}'] += ms
     else:
       kinds[opcode.group(1) if opcode else re.sub(r'\.\d+$', '', name)] += ms
+  if shares:
+    print(f'XLA worker threads ({len(shares) - 1}) busy over the profiled calls: '
+          + ', '.join(f'{k} for {share:.1%}' for k, share in sorted(shares.items(), reverse=True)))
   print(f'op time per call, summed over threads: {sum(times.values()):.1f} ms; by root instruction:')
   for kind, ms in kinds.most_common(top):
     print(f'  {ms:9.1f} ms  {kind}')

@@ -80,3 +80,12 @@ def test_compile_profile_without_a_profiler_still_runs_the_block(monkeypatch, ca
   with traced_events() as events:
     ran.append(True)
   assert ran and events == [] and 'did not start' in capsys.readouterr().out
+
+
+def test_op_profile_occupancy_shares_the_span_by_busy_thread_count():
+  sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+  from op_profile import occupancy
+  # thread A busy 0-6 (two overlapping events count once), thread B 2-4 and 8-10: span 0-10
+  shares = occupancy([[(0, 4), (3, 6)], [(2, 4), (8, 10)]])
+  assert shares == {0: 0.2, 1: 0.6, 2: 0.2}
+  assert occupancy([[], []]) == {}
