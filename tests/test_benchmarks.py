@@ -89,3 +89,13 @@ def test_op_profile_occupancy_shares_the_span_by_busy_thread_count():
   shares = occupancy([[(0, 4), (3, 6)], [(2, 4), (8, 10)]])
   assert shares == {0: 0.2, 1: 0.6, 2: 0.2}
   assert occupancy([[], []]) == {}
+
+
+def test_unet_phases_splits_the_backward_into_its_halves():
+  run = subprocess.run([sys.executable, 'benchmarks/unet_phases.py', '--rounds', '1', '--steps', '1', '--ch', '32',
+                        '--batch', '2', '--size', '8'], cwd=ROOT, capture_output=True, text=True, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  ms = json.loads(run.stdout.strip().splitlines()[-1])['median_ms']['jax']
+  assert all(ms[phase] > 0 for phase in ('forward', 'forward_backward', 'forward_input_backward'))
+  assert abs(ms['backward'] - (ms['forward_backward'] - ms['forward'])) < 0.2  # medians of the round's differences
+  assert abs(ms['kernel_gradients'] + ms['input_gradient_chain'] - ms['backward']) < 0.2
