@@ -1,7 +1,7 @@
 """Forward, backward and its two halves of the DDPM UNet, gen_jax against the diffusers peer: where a step's time goes.
 
   python benchmarks/unet_phases.py [--peer_python ../shared/peers/.venv-peers/bin/python] [--no_attention]
-      [--rounds 2] [--steps 10] [--ch 64 --batch 16 --size 32]
+      [--rounds 2] [--steps 10] [--ch 64 --batch 16 --size 32 --res_blocks 2]
 
 Times three compiled (gen_jax) or eager (torch) calls of the same net (ch 64, ch_mult (1, 2, 2), attention at 16x16
 and in the middle, dropout 0.1, as `benchmarks/peer_rounds.py`'s UNet and ../shared/peers/torch_ddpm_unet_bench.py),
@@ -48,7 +48,7 @@ def jax_phases(args) -> dict[str, float]:
   from gen_jax import compiler
   from gen_jax.models.unet import UNet
 
-  net = UNet(ch=args.ch, ch_mult=(1, 2, 2), attn_resolutions=() if args.no_attention else (args.size // 2,),
+  net = UNet(ch=args.ch, ch_mult=(1, 2, 2), num_res_blocks=args.res_blocks, attn_resolutions=() if args.no_attention else (args.size // 2,),
              dropout=0.0 if args.no_attention else 0.1)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype(np.float32))
@@ -74,7 +74,7 @@ def torch_phases(args) -> dict[str, float]:
   torch.manual_seed(0)
   attention = not args.no_attention
   net = UNet2DModel(sample_size=args.size, in_channels=3, out_channels=3, block_out_channels=(args.ch, 2 * args.ch,
-                    2 * args.ch), layers_per_block=2, attention_head_dim=None, norm_num_groups=32,
+                    2 * args.ch), layers_per_block=args.res_blocks, attention_head_dim=None, norm_num_groups=32,
                     down_block_types=('DownBlock2D', 'AttnDownBlock2D' if attention else 'DownBlock2D', 'DownBlock2D'),
                     up_block_types=('UpBlock2D', 'AttnUpBlock2D' if attention else 'UpBlock2D', 'UpBlock2D'),
                     dropout=0.1 if attention else 0.0, add_attention=True).train()
@@ -124,7 +124,7 @@ def run_side(side: str, args, python: str) -> dict[str, float]:
 
 def _shared_flags(args) -> list[str]:
   flags = [f'--steps={args.steps}', f'--ch={args.ch}', f'--batch={args.batch}', f'--size={args.size}',
-           f'--threads={args.threads}']
+           f'--threads={args.threads}', f'--res_blocks={args.res_blocks}']
   return flags + (['--no_attention'] if args.no_attention else [])
 
 
@@ -137,6 +137,7 @@ def main() -> None:
   parser.add_argument('--ch', type=int, default=64)
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--size', type=int, default=32)
+  parser.add_argument('--res_blocks', type=int, default=2, help='res blocks per level (2 as the peer)')
   parser.add_argument('--threads', type=int, default=2, help='torch threads (XLA uses every core it is given)')
   parser.add_argument('--no_attention', action='store_true')
   args = parser.parse_args()
