@@ -48,8 +48,8 @@ def jax_phases(args) -> dict[str, float]:
   from gen_jax import compiler
   from gen_jax.models.unet import UNet
 
-  net = UNet(ch=args.ch, ch_mult=(1, 2, 2), num_res_blocks=args.res_blocks, attn_resolutions=() if args.no_attention else (args.size // 2,),
-             dropout=0.0 if args.no_attention else 0.1)
+  net = UNet(ch=args.ch, ch_mult=(1, 2, 2), num_res_blocks=args.res_blocks,
+             attn_resolutions=() if args.no_attention else (args.size // 2,), dropout=0.0 if args.no_attention else 0.1)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype(np.float32))
   t = jnp.asarray(rng.integers(0, 1000, args.batch).astype(np.int32))

@@ -92,8 +92,9 @@ def test_op_profile_occupancy_shares_the_span_by_busy_thread_count():
 
 
 def test_unet_phases_splits_the_backward_into_its_halves():
-  run = subprocess.run([sys.executable, 'benchmarks/unet_phases.py', '--rounds', '1', '--steps', '1', '--ch', '32',
-                        '--batch', '2', '--size', '8', '--res_blocks', '1'], cwd=ROOT, capture_output=True, text=True, check=False)
+  flags = ['--rounds', '1', '--steps', '1', '--ch', '32', '--batch', '2', '--size', '8', '--res_blocks', '1']
+  run = subprocess.run([sys.executable, 'benchmarks/unet_phases.py', *flags], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   ms = json.loads(run.stdout.strip().splitlines()[-1])['median_ms']['jax']
   assert all(ms[phase] > 0 for phase in ('forward', 'forward_backward', 'forward_input_backward'))
