@@ -25,7 +25,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PHASES = ('forward', 'forward_backward', 'forward_input_backward')
 
 
 def _median_ms(fn, steps: int) -> float:
