@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -114,11 +113,9 @@ def with_halves(ms: dict[str, float]) -> dict[str, float]:
 
 
 def run_side(side: str, args, python: str) -> dict[str, float]:
-  command = [python, os.path.abspath(__file__), '--side', side, *_shared_flags(args)]
-  out = subprocess.run(command, capture_output=True, text=True, check=False)
-  if out.returncode:
-    raise SystemExit(f'{side} side failed:\n{out.stderr[-3000:]}')
-  return json.loads(out.stdout.strip().splitlines()[-1])['ms']
+  from peer_rounds import run  # benchmarks/peer_rounds.py: a subprocess's last JSON line, its stderr if it failed
+
+  return run([python, os.path.abspath(__file__), '--side', side, *_shared_flags(args)], ROOT)['ms']
 
 
 def _shared_flags(args) -> list[str]:
