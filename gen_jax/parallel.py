@@ -153,20 +153,31 @@ def _keeping_carry_types(step_fn: Callable) -> Callable:
   def body(state, batch):
     new, metrics = step_fn(state, batch)
     new = jax.tree.map(lambda x, old: jax.lax.pcast(x, DATA, to='varying')
-                       if DATA in _varying_axes(old) and DATA not in _varying_axes(x) else x, new, state)
+                       if DATA in varying_axes(old) and DATA not in varying_axes(x) else x, new, state)
     return new, metrics
 
   return body
 
 
-def _varying_axes(x: jax.Array) -> frozenset[str]:
+def varying_axes(x: jax.Array) -> frozenset[str]:
+  """The mesh axes x varies over inside shard_map (empty outside it)."""
   aval = jax.typeof(x)
   if hasattr(aval, 'manual_axis_type'):  # jax 0.10
-    return aval.manual_axis_type.varying
+    manual = aval.manual_axis_type
+    return frozenset(manual.varying) if manual is not None else frozenset()
   if hasattr(aval, 'vma'):  # earlier jax
-    return aval.vma
+    return frozenset(aval.vma)
   raise NotImplementedError(f'This jax ({jax.__version__}) names the mesh axes a value varies over neither '
-                            '`manual_axis_type.varying` nor `vma`: update parallel._varying_axes.')
+                            '`manual_axis_type.varying` nor `vma`: update parallel.varying_axes.')
+
+
+def varying_like(a: jax.Array, *refs: jax.Array) -> jax.Array:
+  """a, marked device-varying over the mesh axes the refs vary over (a no-op outside shard_map). E.g. a replicated
+  kernel that meets per-device images before a custom_vjp, as lax's own conv does: the transpose of this cast then
+  sums the kernel gradient over devices; or a result that a custom call (typed invariant) computed from per-device
+  operands."""
+  spread = tuple(sorted(frozenset().union(*map(varying_axes, refs)) - varying_axes(a)))
+  return jax.lax.pcast(a, spread, to='varying') if spread else a
 
 
 def make_sharded_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:

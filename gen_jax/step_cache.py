@@ -46,6 +46,7 @@ from etils import epath
 from gen_jax import compiler
 from gen_jax.families.base import Family
 from gen_jax.models import forms
+from gen_jax.onednn import build as onednn_build
 
 FORMAT = 1  # bump when what a file holds changes
 KEEP = 8  # steps kept per process and directory, the most recently used (locally; on gs:// the newest written)
@@ -90,6 +91,7 @@ def step_key(config, family: Family, mesh, args: tuple) -> str:
       'jax_config': {k: v for k, v in jax.config.values.items() if isinstance(v, (bool, int, float, str, type(None)))},
       'layer_forms': dataclasses.asdict(forms.forms()),
       'threefry': compiler.THREEFRY_RULE,
+      'custom_calls': _custom_calls(mesh),
       'environment': {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)},
       'xla_options': compiler.options(compiler.persistent_cache_on()),
       'cpu': _cpu_description(),
@@ -101,6 +103,14 @@ def step_key(config, family: Family, mesh, args: tuple) -> str:
       'args': [(tuple(x.shape), str(x.dtype), bool(getattr(x, 'weak_type', False)), str(x.sharding)) for x in leaves],
   }
   return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _custom_calls(mesh) -> str:
+  """The library behind the step's custom calls (oneDNN's CPU kernel gradients; '' if none), loaded now: a step
+  whose executable calls it needs its FFI target registered before it loads, and a rebuilt library is a new key."""
+  if mesh.devices.flat[0].platform != 'cpu' or not forms.forms().onednn_kernel_grads:
+    return ''
+  return os.path.basename(onednn_build.loaded_library())
 
 
 def step_path(config, family: Family, mesh, args: tuple) -> epath.Path | None:

@@ -34,6 +34,7 @@ def _session_dir(variable: str, prefix: str) -> str:
 _session_dir('JAX_COMPILATION_CACHE_DIR', 'gen_jax_tests_xla_cache_')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 _SHARED = _session_dir('GEN_JAX_TESTS_SHARED_DIR', 'gen_jax_tests_shared_')
+_session_dir('GEN_JAX_CACHE', 'gen_jax_tests_kernels_')  # gen_jax.onednn's library: built once per session
 _USER_CACHE = tempfile.mkdtemp(prefix='gen_jax_tests_user_cache_')  # per process
 os.environ['XDG_CACHE_HOME'] = _USER_CACHE  # classifier / reference caches of code under test: never ~/.cache
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gen_jax import onednn, parallel
 from gen_jax.models.forms import BY_BACKEND, LAX, NAMED, XLA_CPU, Forms, forms, use_forms  # noqa: F401  (the switch)
 
 DIMS = ('NHWC', 'HWIO', 'NHWC')
@@ -45,24 +46,24 @@ def conv_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """
   if not forms().custom_conv_vjps:
     return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
-  return _conv_4x4_s2(x, _varying_like(kernel, x))
+  return _conv_4x4_s2(x, parallel.varying_like(kernel, x), forms().onednn_kernel_grads)
 
 
-@jax.custom_vjp
-def _conv_4x4_s2(x, kernel):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_4x4_s2(x, kernel, use_onednn):
   return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
 
 
-def _conv_4x4_s2_fwd(x, kernel):
-  return _conv_4x4_s2(x, kernel), (x, kernel)
+def _conv_4x4_s2_fwd(x, kernel, use_onednn):
+  return _conv_4x4_s2(x, kernel, use_onednn), (x, kernel)
 
 
-def _conv_4x4_s2_bwd(residuals, g):
+def _conv_4x4_s2_bwd(use_onednn, residuals, g):
   x, kernel = residuals
   # dx[i] = sum_{2m + k = i + 1} g[m] K[k]^T: PyTorch's ConvTranspose2d(4, 2, 1) with weight K^T, i.e. the flax
   # form with the kernel flipped and its in/out channels swapped.
   dx = transposed_4x4_s2(g, jnp.swapaxes(kernel, 2, 3)[::-1, ::-1])
-  return dx, kernel_grad(x, g, kernel, (2, 2), ((1, 1), (1, 1)))
+  return dx, kernel_grad(x, g, kernel, (2, 2), ((1, 1), (1, 1)), use_onednn)
 
 
 _conv_4x4_s2.defvjp(_conv_4x4_s2_fwd, _conv_4x4_s2_bwd)
@@ -105,30 +106,16 @@ class UpConv4x4(nn.Module):
     return transposed_4x4_s2(*nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype))
 
 
-def kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
-  """dL/dkernel of conv(x, kernel) given dL/dout g: XLA's own kernel-gradient convolution.
+def kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, strides, padding, use_onednn: bool) -> jax.Array:
+  """dL/dkernel of conv(x, kernel) given dL/dout g: oneDNN's kernel-gradient convolution where `use_onednn` and it
+  can (float32 on the CPU, gen_jax.onednn: ~2x faster there), else XLA's own.
 
-  (Through YNNPACK, jaxlib 0.10's default CPU conv library, this convolution ran at 1..4 GFLOP/s; `gen_jax.compiler`
-  keeps convolutions out of YNNPACK, and XLA's Eigen kernel gradient is fast.)
+  (Through YNNPACK, jaxlib 0.10's default CPU conv library, XLA's ran at 1..4 GFLOP/s; `gen_jax.compiler` keeps
+  convolutions out of YNNPACK, and XLA's Eigen kernel gradient is the faster of its two.)
   """
-  conv = lambda k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DIMS)
-  return jax.vjp(conv, kernel)[1](g)[0]
-
-
-def _vma(x: jax.Array) -> frozenset:
-  """The mesh axes x varies over inside shard_map (empty outside it); jax 0.10 keeps them in manual_axis_type."""
-  aval = jax.typeof(x)
-  if hasattr(aval, 'vma'):
-    return frozenset(aval.vma)
-  manual = getattr(aval, 'manual_axis_type', None)
-  return frozenset(manual.varying) if manual is not None else frozenset()
-
-
-def _varying_like(kernel: jax.Array, x: jax.Array) -> jax.Array:
-  """Under shard_map a replicated kernel meets per-device images: mark it device-varying before a custom_vjp, as
-  lax's own conv does, so the transpose of this cast sums the kernel gradient over devices."""
-  spread = tuple(_vma(x) - _vma(kernel))
-  return lax.pcast(kernel, spread, to='varying') if spread else kernel
+  if use_onednn and onednn.usable(x, g):
+    return onednn.kernel_grad(x, g, kernel.shape, strides, padding)
+  return onednn.xla_kernel_grad(x, g, kernel.shape, strides, padding)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple) -> jax.Array:
@@ -136,40 +123,40 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: t
   same values and gradients, but a stride-1 conv's input gradient is itself a `conv2d` (see `_conv2d_bwd`)."""
   if not forms().custom_conv_vjps:
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
-  return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)))
+  return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)), forms().onednn_kernel_grads)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _conv2d_traced_once(x, kernel, strides, padding):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _conv2d_traced_once(x, kernel, strides, padding, use_onednn):
   """A nested jit: jax traces it (and differentiates it) once per shape and reuses that for every call of the same
   shape; XLA inlines it, so the compiled program is the same. The `ddpm_cifar` step traced and lowered 13% faster
   with this and `_group_norm_traced_once` (9.3-10.1 -> 8.0-8.7 s, 2-core AVX2 EPYC). The forms switch is read
   outside it: a cached trace never mixes forms."""
-  return _conv2d(x, _varying_like(kernel, x), strides, padding)
+  return _conv2d(x, parallel.varying_like(kernel, x), strides, padding, use_onednn)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv2d(x, kernel, strides, padding):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv2d(x, kernel, strides, padding, use_onednn):
   return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
 
 
-def _conv2d_fwd(x, kernel, strides, padding):
-  return _conv2d(x, kernel, strides, padding), (x, kernel)
+def _conv2d_fwd(x, kernel, strides, padding, use_onednn):
+  return _conv2d(x, kernel, strides, padding, use_onednn), (x, kernel)
 
 
-def _conv2d_bwd(strides, padding, residuals, g):
+def _conv2d_bwd(strides, padding, use_onednn, residuals, g):
   x, kernel = residuals
   if tuple(strides) != (1, 1):
-    conv = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DIMS)
-    return jax.vjp(conv, x, kernel)[1](g)
+    conv = lambda x: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
+    return jax.vjp(conv, x)[1](g)[0], kernel_grad(x, g, kernel, strides, padding, use_onednn)
   # dx of a stride-1 conv is a stride-1 conv of g with the kernel flipped and its in/out channels swapped. Going
   # through _conv2d again (same speed as XLA's own input gradient) makes a gradient penalty's second derivative a
   # plain forward/backward conv pair: WGAN-GP 5:1 iteration (DCGAN-style nets, b64, 2-core EPYC) 1.47 s, against
   # 1.82 s with lax's own second derivative.
   (kh, kw), ((top, bottom), (left, right)) = kernel.shape[:2], padding
   flipped = jnp.swapaxes(kernel, 2, 3)[::-1, ::-1]
-  dx = _conv2d(g, flipped, (1, 1), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
-  return dx, kernel_grad(x, g, kernel, strides, padding)
+  dx = _conv2d(g, flipped, (1, 1), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)), use_onednn)
+  return dx, kernel_grad(x, g, kernel, strides, padding, use_onednn)
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
@@ -234,7 +221,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pa
   """
   padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
   if forms().adjoint_transposed_vjps:
-    return _adjoint_conv_transpose(x, _varying_like(kernel, x), tuple(strides), padding, phases)
+    return _adjoint_conv_transpose(x, parallel.varying_like(kernel, x), tuple(strides), padding, phases)
   return _conv_transpose_forward(x, kernel, strides, padding, phases)
 
 
@@ -334,7 +321,7 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _group_norm_traced_once(x, scale, bias, num_groups, epsilon):
   """Traced once per shape, like `_conv2d_traced_once`."""
-  return _group_norm(x, _varying_like(scale, x), _varying_like(bias, x), num_groups, epsilon)
+  return _group_norm(x, parallel.varying_like(scale, x), parallel.varying_like(bias, x), num_groups, epsilon)
 
 
 def _group_stats(x, num_groups, epsilon):

@@ -1,0 +1,131 @@
+"""oneDNN's kernel gradient must equal XLA's (values, derivatives, vmap, shard_map) and fall back when unavailable."""
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gen_jax import onednn
+from gen_jax.onednn import build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SUPPORTED = sys.platform == 'linux' and platform.machine() == 'x86_64'
+pytestmark = pytest.mark.skipif(not SUPPORTED, reason='the oneDNN wheels exist for Linux x86-64 only')
+
+# (batch, h, w, ci, co, kh, kw, strides, padding): odd batches split into unequal chunks over XLA's threads.
+GEOMETRIES = [
+    (4, 8, 8, 5, 6, 3, 3, (1, 1), ((1, 1), (1, 1))),
+    (3, 7, 9, 4, 3, 3, 3, (1, 1), ((0, 2), (2, 0))),
+    (5, 8, 8, 6, 4, 1, 1, (1, 1), ((0, 0), (0, 0))),
+    (2, 8, 8, 3, 5, 4, 4, (2, 2), ((1, 1), (1, 1))),
+    (1, 9, 6, 2, 3, 3, 2, (2, 1), ((1, 1), (0, 1))),
+]
+
+
+def operands(b, h, w, ci, co, kh, kw, strides, padding, seed=0):
+  rng = np.random.default_rng(seed)
+  oh = (h + sum(padding[0]) - kh) // strides[0] + 1
+  ow = (w + sum(padding[1]) - kw) // strides[1] + 1
+  x = jnp.asarray(rng.standard_normal((b, h, w, ci)), jnp.float32)
+  g = jnp.asarray(rng.standard_normal((b, oh, ow, co)), jnp.float32)
+  return x, g, (kh, kw, ci, co)
+
+
+def close(got, want, rtol=2e-6):
+  got, want = np.asarray(got), np.asarray(want)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
+
+
+def test_it_builds_and_loads_here():
+  assert build.load(), build.unavailable_reason()
+  assert os.path.basename(build.loaded_library()).startswith('onednn_kernel_grad_')
+
+
+@pytest.mark.parametrize('geometry', GEOMETRIES)
+def test_kernel_gradient_equals_xlas(geometry):
+  *_, strides, padding = geometry
+  x, g, shape = operands(*geometry)
+  got = jax.jit(lambda x, g: onednn.kernel_grad(x, g, shape, strides, padding))(x, g)
+  close(got, onednn.xla_kernel_grad(x, g, shape, strides, padding))
+  assert 'gen_jax_onednn_kernel_grad' in jax.jit(
+      lambda x, g: onednn.kernel_grad(x, g, shape, strides, padding)).lower(x, g).as_text()
+
+
+def test_its_derivatives_are_xlas_so_a_gradient_penalty_can_take_them():
+  geometry = GEOMETRIES[1]
+  *_, strides, padding = geometry
+  x, g, shape = operands(*geometry)
+
+  def loss(kernel_grad):
+    return lambda x, g: jnp.sum(jnp.sin(kernel_grad(x, g, shape, strides, padding)))
+
+  got = jax.jit(jax.grad(loss(onednn.kernel_grad), argnums=(0, 1)))(x, g)
+  want = jax.jit(jax.grad(loss(onednn.xla_kernel_grad), argnums=(0, 1)))(x, g)
+  for a, b in zip(got, want):
+    close(a, b, rtol=1e-5)
+
+
+def test_under_vmap_each_example_gets_its_own_kernel_gradient():
+  geometry = GEOMETRIES[0]
+  *_, strides, padding = geometry
+  x, g, shape = operands(*geometry)
+  per_example = lambda kg, g_batched: jax.jit(jax.vmap(
+      lambda x, g: kg(x[None], g[None], shape, strides, padding), in_axes=(0, 0 if g_batched else None)))
+  for g_batched in (True, False):
+    g_in = g if g_batched else g[0]
+    got = per_example(onednn.kernel_grad, g_batched)(x, g_in)
+    assert got.shape == (x.shape[0], *shape)
+    close(got, per_example(onednn.xla_kernel_grad, g_batched)(x, g_in))
+
+
+def test_under_shard_map_each_device_gets_the_kernel_gradient_of_its_shard():
+  geometry = (8, 6, 6, 3, 4, 3, 3, (1, 1), ((1, 1), (1, 1)))
+  *_, strides, padding = geometry
+  x, g, shape = operands(*geometry)
+  mesh = jax.make_mesh((8,), ('data',))
+  per_device = jax.jit(jax.shard_map(
+      lambda x, g: onednn.kernel_grad(x, g, shape, strides, padding)[None], mesh=mesh,
+      in_specs=(P('data'), P('data')), out_specs=P('data')))
+  sharded = [jax.device_put(a, NamedSharding(mesh, P('data'))) for a in (x, g)]
+  got = per_device(*sharded)
+  want = jnp.stack([onednn.xla_kernel_grad(x[i:i + 1], g[i:i + 1], shape, strides, padding) for i in range(8)])
+  close(got, want)
+
+
+def test_other_dtypes_and_empty_operands_stay_with_xla():
+  x, g, _ = operands(*GEOMETRIES[0])
+  assert onednn.usable(x, g)
+  assert not onednn.usable(x.astype(jnp.bfloat16), g.astype(jnp.bfloat16))
+  assert not onednn.usable(x[:0], g[:0])
+
+
+def test_without_a_compiler_the_layers_keep_xlas_kernel_gradient_and_say_why(tmp_path):
+  script = textwrap.dedent('''
+      import jax, jax.numpy as jnp
+      from gen_jax import onednn
+      from gen_jax.models import layers
+      x = jnp.ones((2, 6, 6, 3)); k = jnp.ones((3, 3, 3, 4))
+      grad = jax.grad(lambda k: jnp.sum(jnp.sin(layers.conv2d(x, k, (1, 1), ((1, 1), (1, 1))))))
+      got = jax.jit(grad)(k)
+      with layers.use_forms(layers.LAX):
+        want = jax.jit(grad)(k)
+      assert not onednn.build.load()
+      assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * float(jnp.max(jnp.abs(want))), (got, want)
+      print('REASON', onednn.build.unavailable_reason())
+  ''')
+  env = {**os.environ, 'CXX': 'no-such-compiler', 'GEN_JAX_CACHE': str(tmp_path), 'PYTHONPATH': ROOT,
+         'XLA_FLAGS': ''}
+  done = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "no C++ compiler 'no-such-compiler'" in done.stdout
+  assert 'CPU kernel gradients stay with XLA' in done.stderr  # the one-line warning
+  assert not list(tmp_path.iterdir())  # nothing half-built left behind
