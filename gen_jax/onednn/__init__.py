@@ -33,8 +33,10 @@ def xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], s
 
 
 def usable(x: jax.Array, g: jax.Array) -> bool:
-  """Whether `kernel_grad` can take these operands (float32, non-empty) and oneDNN loads here (built once)."""
-  return x.dtype == g.dtype == jnp.float32 and x.size > 0 and g.size > 0 and build.load()
+  """Whether `kernel_grad` can take these operands (float32, non-empty, CPU the default backend: a GPU host neither
+  builds nor loads it) and oneDNN loads here (built once)."""
+  return (x.dtype == g.dtype == jnp.float32 and x.size > 0 and g.size > 0 and jax.default_backend() == 'cpu'
+          and build.load())
 
 
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides: tuple[int, int],

@@ -59,9 +59,13 @@ def _compiler() -> str:
   return cxx
 
 
+def supported_platform() -> bool:
+  return sys.platform == 'linux' and platform.machine() == 'x86_64'
+
+
 def build() -> pathlib.Path:
   """The cached shared library, compiled first where it is missing. Raises `Unavailable` with the reason."""
-  if sys.platform != 'linux' or platform.machine() not in ('x86_64', 'AMD64'):
+  if not supported_platform():
     raise Unavailable(f'the oneDNN wheels exist for Linux x86-64 only, not {sys.platform} {platform.machine()}')
   prefix, cxx = onednn_prefix(), _compiler()
   source = SOURCE.read_bytes()
@@ -94,8 +98,8 @@ def _load() -> tuple[str, str]:
     library = ctypes.CDLL(os.fspath(path))
   except Unavailable as e:
     return '', str(e)
-  except OSError as e:  # e.g. libgomp.so.1 (GNU OpenMP, which the oneDNN wheel uses) missing
-    return '', f'loading the oneDNN kernel gradient failed: {e}'
+  except OSError as e:  # an unwritable cache (set GEN_JAX_CACHE), libgomp.so.1 (the wheel's OpenMP) missing, ...
+    return '', f'building or loading the oneDNN kernel gradient failed: {e}'
   jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(getattr(library, _SYMBOL)), platform='cpu')
   return os.fspath(path), ''
 
@@ -120,4 +124,5 @@ def unavailable_reason() -> str:
 
 @functools.cache
 def _warn_once(reason: str) -> None:
-  logging.warning('CPU kernel gradients stay with XLA (same values, slower on the UNet): %s', reason)
+  say = logging.warning if supported_platform() else logging.info  # elsewhere there is nothing to install
+  say('CPU kernel gradients stay with XLA (same values, slower on the UNet): %s', reason)

@@ -1,7 +1,7 @@
 """oneDNN's kernel gradient must equal XLA's (values, derivatives, vmap, shard_map) and fall back when unavailable."""
 
 import os
-import platform
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -17,8 +17,7 @@ from gen_jax import onednn
 from gen_jax.onednn import build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SUPPORTED = sys.platform == 'linux' and platform.machine() == 'x86_64'
-pytestmark = pytest.mark.skipif(not SUPPORTED, reason='the oneDNN wheels exist for Linux x86-64 only')
+pytestmark = pytest.mark.skipif(not build.supported_platform(), reason='the oneDNN wheels exist for Linux x86-64 only')
 
 # (batch, h, w, ci, co, kh, kw, strides, padding): odd batches split into unequal chunks over XLA's threads.
 GEOMETRIES = [
@@ -129,3 +128,28 @@ def test_without_a_compiler_the_layers_keep_xlas_kernel_gradient_and_say_why(tmp
   assert "no C++ compiler 'no-such-compiler'" in done.stdout
   assert 'CPU kernel gradients stay with XLA' in done.stderr  # the one-line warning
   assert not list(tmp_path.iterdir())  # nothing half-built left behind
+
+
+def test_a_kept_step_that_calls_onednn_loads_in_a_fresh_process_once_its_key_is_built(tmp_path):
+  """step_cache loads a step without tracing it, so nothing else would register the custom call's target first:
+  building the step's key does (without it the executable does not load: 'No FFI handler registered')."""
+  from jax.experimental import serialize_executable
+  shape, strides, padding = (3, 3, 4, 5), (1, 1), ((1, 1), (1, 1))
+  x, g = jnp.ones((2, 6, 6, 4)), jnp.ones((2, 6, 6, 5))
+  compiled = jax.jit(lambda x, g: onednn.kernel_grad(x, g, shape, strides, padding)).lower(x, g).compile()
+  path = tmp_path / 'step.jaxstep'
+  path.write_bytes(pickle.dumps(serialize_executable.serialize(compiled)))
+  script = textwrap.dedent(f'''
+      import jax, jax.numpy as jnp
+      from gen_jax import parallel, step_cache
+      from etils import epath
+      mesh = parallel.make_mesh()
+      assert step_cache._custom_calls(mesh).startswith('onednn_kernel_grad_')
+      loaded = step_cache._load(epath.Path({str(path)!r}), [jax.devices()[0]])
+      assert loaded is not None
+      print('SUM', float(loaded(jnp.ones((2, 6, 6, 4)), jnp.ones((2, 6, 6, 5))).sum()))
+  ''')
+  env = {**os.environ, 'PYTHONPATH': ROOT, 'XLA_FLAGS': ''}
+  done = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f'SUM {float(compiled(x, g).sum())}' in done.stdout
