@@ -12,10 +12,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <string>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -132,7 +133,7 @@ ffi::Future KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
     pool.Schedule([call, key, x_chunk, g_chunk, chunk_out, out, kernel_size] {
       try {
         ChunkKernelGrad(*PlanFor(key), x_chunk, g_chunk, chunk_out);
-      } catch (const dnnl::error& e) {
+      } catch (const std::exception& e) {  // dnnl::error, std::bad_alloc: reported, never thrown into XLA
         std::lock_guard<std::mutex> lock(call->mutex);
         call->error = e.what();
       }
