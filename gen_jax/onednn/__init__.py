@@ -32,18 +32,27 @@ def xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], s
   return jax.vjp(conv, kernel)[1](g)[0]
 
 
+# oneDNN's kernel gradient loses where the conv's output map is small (its kernels work over output positions):
+# batch 64, 2-core Sapphire Rapids, oneDNN / XLA time: 4x4 s2 128->256 from 8x8 (4x4 out) 1.32-1.39, from 7x7 (3x3)
+# 1.69, 256->512 from 4x4 (2x2) 3.78, 3x3 256->256 at 4x4 1.18; at 7x7 and more it wins (0.43-0.89: 3x3 128->128 at
+# 7x7 0.70, at 8x8 256->256 0.88, 4x4 s2 128->256 from 16x16 0.89).
+MIN_OUTPUT_POSITIONS = 32
+
+
 def usable(x: jax.Array, g: jax.Array) -> bool:
-  """Whether `kernel_grad` can take these operands (float32, non-empty, CPU the default backend: a GPU host neither
-  builds nor loads it) and oneDNN loads here (built once)."""
-  return (x.dtype == g.dtype == jnp.float32 and x.size > 0 and g.size > 0 and jax.default_backend() == 'cpu'
-          and build.load())
+  """Whether `kernel_grad` should take these operands (float32, non-empty, an output map of at least
+  MIN_OUTPUT_POSITIONS, the CPU the default backend: a GPU host neither builds nor loads it) and oneDNN loads here
+  (built once)."""
+  return (x.dtype == g.dtype == jnp.float32 and x.size > 0 and g.size > 0
+          and g.shape[1] * g.shape[2] >= MIN_OUTPUT_POSITIONS and jax.default_backend() == 'cpu' and build.load())
 
 
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides: tuple[int, int],
                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """dL/dkernel [kh kw ci co] of an NHWC/HWIO conv with x [b h w ci] and g = dL/dout [b oh ow co]: oneDNN's on the
-  CPU, XLA's elsewhere (check `usable` first: this assumes oneDNN is registered)."""
-  return _kernel_grad(x, g, tuple(kernel_shape), tuple(strides), tuple(map(tuple, padding)))
+  CPU, XLA's elsewhere and where oneDNN does not load (`usable` says where oneDNN is worth taking)."""
+  args = tuple(kernel_shape), tuple(strides), tuple(map(tuple, padding))
+  return _kernel_grad(x, g, *args) if build.load() else xla_kernel_grad(x, g, *args)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))

@@ -100,11 +100,12 @@ def test_under_shard_map_each_device_gets_the_kernel_gradient_of_its_shard():
   close(got, want)
 
 
-def test_other_dtypes_and_empty_operands_stay_with_xla():
-  x, g, _ = operands(*GEOMETRIES[0])
+def test_other_dtypes_empty_operands_and_small_output_maps_stay_with_xla():
+  x, g, _ = operands(*GEOMETRIES[0])  # an 8x8 output map
   assert onednn.usable(x, g)
   assert not onednn.usable(x.astype(jnp.bfloat16), g.astype(jnp.bfloat16))
   assert not onednn.usable(x[:0], g[:0])
+  assert not onednn.usable(x, g[:, :4, :4])  # 16 output positions: XLA's is faster there
 
 
 def test_without_a_compiler_the_layers_keep_xlas_kernel_gradient_and_say_why(tmp_path):
