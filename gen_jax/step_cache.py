@@ -51,7 +51,7 @@ from gen_jax.onednn import build as onednn_build
 FORMAT = 1  # bump when what a file holds changes
 KEEP = 8  # steps kept per process and directory, the most recently used (locally; on gs:// the newest written)
 STALE_PARTIAL_S = 24 * 3600  # a half-written file this old is left from a killed run
-_ENV_PREFIXES = ('XLA_', 'LIBTPU', 'TPU_', 'NVIDIA_TF32', 'GEN_JAX_')  # environment read by XLA and gen_jax
+_ENV_PREFIXES = ('XLA_', 'LIBTPU', 'TPU_', 'NVIDIA_TF32', 'GEN_JAX_', 'ONEDNN_', 'DNNL_')  # read by XLA, gen_jax
 _LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'einops', 'numpy')
 JAX_CACHE_HIT = '/jax/compilation_cache/cache_hits'  # jax.monitoring event
 

@@ -25,12 +25,14 @@ class Forms:
   subpixel_upsample_convs: bool = True  # upsample-then-conv as per-phase convs of the low-resolution map (resample)
   # conv2d / conv_4x4_s2 kernel gradients (float32, CPU) through oneDNN (gen_jax.onednn) where it loads, else XLA's
   onednn_kernel_grads: bool = True
+  onednn_forward_convs: bool = True  # conv2d's forward convs (also its stride-1 input gradients) likewise
 
 
 XLA_CPU = Forms()
 LAX = Forms(phase_transposed_convs=False, adjoint_transposed_vjps=False, custom_conv_vjps=False,
             custom_group_norm=False, tanh_silu=False, subpixel_upsample_convs=False,
-            custom_attention_vjp=False, onednn_kernel_grads=False)
+            custom_attention_vjp=False, onednn_kernel_grads=False,
+            onednn_forward_convs=False)
 NAMED = {'xla_cpu': XLA_CPU, 'lax': LAX}
 # The GPU and TPU keep the CPU's forms until they are timed against LAX there (benchmarks/gpu_suite.sh times both).
 BY_BACKEND = {'cpu': XLA_CPU}

@@ -114,7 +114,7 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, strides, padding,
   (Through YNNPACK, jaxlib 0.10's default CPU conv library, XLA's ran at 1..4 GFLOP/s; `gen_jax.compiler` keeps
   convolutions out of YNNPACK, and XLA's Eigen kernel gradient is the faster of its two.)
   """
-  if use_onednn and onednn.usable(x, g):
+  if use_onednn and onednn.usable_kernel_grad(x, g):
     return onednn.kernel_grad(x, g, kernel.shape, strides, padding)
   return onednn.xla_kernel_grad(x, g, kernel.shape, strides, padding)
 
@@ -124,7 +124,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: t
   same values and gradients, but a stride-1 conv's input gradient is itself a `conv2d` (see `_conv2d_bwd`)."""
   if not forms().custom_conv_vjps:
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
-  return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)), forms().onednn_kernel_grads)
+  chosen = forms()
+  return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)),
+                             (chosen.onednn_forward_convs, chosen.onednn_kernel_grads))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -138,6 +140,9 @@ def _conv2d_traced_once(x, kernel, strides, padding, use_onednn):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv2d(x, kernel, strides, padding, use_onednn):
+  """use_onednn: (for the forward conv, for the kernel gradient), read from the forms where the trace began."""
+  if use_onednn[0] and onednn.usable_conv(x, kernel, strides, padding):
+    return onednn.conv(x, kernel, strides, padding)
   return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
 
 
@@ -149,7 +154,7 @@ def _conv2d_bwd(strides, padding, use_onednn, residuals, g):
   x, kernel = residuals
   if tuple(strides) != (1, 1):
     conv = lambda x: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
-    return jax.vjp(conv, x)[1](g)[0], kernel_grad(x, g, kernel, strides, padding, use_onednn)
+    return jax.vjp(conv, x)[1](g)[0], kernel_grad(x, g, kernel, strides, padding, use_onednn[1])
   # dx of a stride-1 conv is a stride-1 conv of g with the kernel flipped and its in/out channels swapped. Going
   # through _conv2d again (same speed as XLA's own input gradient) makes a gradient penalty's second derivative a
   # plain forward/backward conv pair: WGAN-GP 5:1 iteration (DCGAN-style nets, b64, 2-core EPYC) 1.47 s, against
@@ -157,7 +162,7 @@ def _conv2d_bwd(strides, padding, use_onednn, residuals, g):
   (kh, kw), ((top, bottom), (left, right)) = kernel.shape[:2], padding
   flipped = jnp.swapaxes(kernel, 2, 3)[::-1, ::-1]
   dx = _conv2d(g, flipped, (1, 1), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)), use_onednn)
-  return dx, kernel_grad(x, g, kernel, strides, padding, use_onednn)
+  return dx, kernel_grad(x, g, kernel, strides, padding, use_onednn[1])
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

@@ -1,19 +1,26 @@
-"""A conv's kernel gradient (dL/dkernel) on the CPU through oneDNN, the library PyTorch's CPU convolutions use.
+"""Convolutions on the CPU through oneDNN, the library PyTorch's CPU convolutions use: the forward conv and dL/dkernel.
 
 Why: on a 2-core Intel Sapphire Rapids the DDPM UNet step (ch 64, batch 16) spent 260 ms in XLA:CPU's
 kernel-gradient convolutions against 211 ms in PyTorch's, the whole of its 2% gap to the PyTorch peer: XLA's
 (Eigen's) version first copies x to [c h w b], and no jnp form of it was faster (README). oneDNN's own, alone, batch
 16: 3x3 64->64 at 32x32 4.1 vs 9.1 ms, 192->64 12.6 vs 26.1 ms, 128->128 at 16x16 4.1 vs 6.3 ms, 1x1 128->64 at 32x32
-1.2 vs 4.5 ms.
+1.2 vs 4.5 ms. Its 3x3 forward conv took 0.70-0.83x XLA's time (64->64 at 32x32 3.9 vs 5.6 ms, 256->128 at 16x16 7.2
+vs 9.2 ms); its 1x1 forward conv 2.9x (5.0 vs 1.75 ms), so 1x1 convs keep XLA's. In the step (`ab_step.py`, same
+host): kernel gradients B/A 0.897, then forward convs 0.903. With both sides limited to AVX2 (`xla_cpu_max_isa`,
+ONEDNN_MAX_CPU_ISA) the kernel gradients still gained (0.943) but the forward convs lost (1.187), so forward convs go
+through oneDNN only where the CPU has AVX-512 (`forward_convs_pay_off`).
 
-It runs as an XLA FFI custom call (`kernel_grad.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
-float32 on the CPU only: `kernel_grad` lowers to XLA's own convolution on other platforms, for other dtypes and
-where oneDNN is unavailable. Its derivatives (a gradient penalty differentiates a kernel gradient again) are lax's.
+Both run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
+float32 on the CPU only: they lower to XLA's own convolutions on other platforms, under vmap, and where oneDNN is
+unavailable (`usable_*` say where oneDNN is worth taking). Their derivatives (autodiff of the forward conv outside a
+custom_vjp; a gradient penalty differentiating a kernel gradient) are lax's: both are bilinear.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,75 +30,117 @@ from gen_jax import parallel
 from gen_jax.onednn import build
 
 DIMS = ('NHWC', 'HWIO', 'NHWC')
-
-
-def xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides, padding) -> jax.Array:
-  """dL/dkernel of conv(x, kernel) given dL/dout g: XLA's own kernel-gradient convolution (linear in x and in g)."""
-  conv = lambda k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=DIMS)
-  kernel = parallel.varying_like(jnp.zeros(kernel_shape, x.dtype), x, g)  # else autodiff sums it over devices
-  return jax.vjp(conv, kernel)[1](g)[0]
-
-
-# oneDNN's kernel gradient loses where the conv's output map is small (its kernels work over output positions):
+# oneDNN loses where the conv's output map is small (its kernels work over output positions): kernel gradients,
 # batch 64, 2-core Sapphire Rapids, oneDNN / XLA time: 4x4 s2 128->256 from 8x8 (4x4 out) 1.32-1.39, from 7x7 (3x3)
 # 1.69, 256->512 from 4x4 (2x2) 3.78, 3x3 256->256 at 4x4 1.18; at 7x7 and more it wins (0.43-0.89: 3x3 128->128 at
 # 7x7 0.70, at 8x8 256->256 0.88, 4x4 s2 128->256 from 16x16 0.89).
 MIN_OUTPUT_POSITIONS = 32
 
 
-def usable(x: jax.Array, g: jax.Array) -> bool:
-  """Whether `kernel_grad` should take these operands (float32, non-empty, an output map of at least
-  MIN_OUTPUT_POSITIONS, the CPU the default backend: a GPU host neither builds nor loads it) and oneDNN loads here
-  (built once)."""
-  return (x.dtype == g.dtype == jnp.float32 and x.size > 0 and g.size > 0
-          and g.shape[1] * g.shape[2] >= MIN_OUTPUT_POSITIONS and jax.default_backend() == 'cpu' and build.load())
+def xla_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
+
+
+def xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides, padding) -> jax.Array:
+  """dL/dkernel of conv(x, kernel) given dL/dout g: XLA's own kernel-gradient convolution (linear in x and in g)."""
+  kernel = parallel.varying_like(jnp.zeros(kernel_shape, x.dtype), x, g)  # else autodiff sums it over devices
+  return jax.vjp(lambda k: xla_conv(x, k, strides, padding), kernel)[1](g)[0]
+
+
+def _worth_it(operands: tuple[jax.Array, ...], output_hw: tuple[int, int]) -> bool:
+  return (all(a.dtype == jnp.float32 and a.size > 0 for a in operands)
+          and output_hw[0] * output_hw[1] >= MIN_OUTPUT_POSITIONS and jax.default_backend() == 'cpu' and build.load())
+
+
+def usable_kernel_grad(x: jax.Array, g: jax.Array) -> bool:
+  """Whether `kernel_grad` should take these (float32, non-empty, an output map of at least MIN_OUTPUT_POSITIONS,
+  the CPU the default backend: a GPU host neither builds nor loads oneDNN) and oneDNN loads here (built once)."""
+  return _worth_it((x, g), g.shape[1:3])
+
+
+@functools.cache
+def forward_convs_pay_off() -> bool:
+  """Whether this CPU runs oneDNN's forward convs faster than XLA's: where it has AVX-512 (and ONEDNN_MAX_CPU_ISA
+  does not cap oneDNN below it); with AVX2 only they were 1.19x slower in the UNet step."""
+  cap = os.environ.get('ONEDNN_MAX_CPU_ISA', os.environ.get('DNNL_MAX_CPU_ISA', 'ALL')).upper()
+  if cap != 'ALL' and 'AVX512' not in cap and 'AMX' not in cap:
+    return False
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
+  except OSError:
+    return False
+  return {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'} <= set(flags)
+
+
+def usable_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> bool:
+  """Whether `conv` should take these: as `usable_kernel_grad`, a kernel larger than 1x1, and a CPU where oneDNN's
+  forward convs pay off."""
+  out_hw = lax.conv_general_shape_tuple(x.shape, kernel.shape, strides, padding, DIMS)[1:3]
+  return kernel.shape[0] * kernel.shape[1] > 1 and forward_convs_pay_off() and _worth_it((x, kernel), out_hw)
 
 
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides: tuple[int, int],
                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """dL/dkernel [kh kw ci co] of an NHWC/HWIO conv with x [b h w ci] and g = dL/dout [b oh ow co]: oneDNN's on the
-  CPU, XLA's elsewhere and where oneDNN does not load (`usable` says where oneDNN is worth taking)."""
+  CPU, XLA's elsewhere and where oneDNN does not load."""
   args = tuple(kernel_shape), tuple(strides), tuple(map(tuple, padding))
   return _kernel_grad(x, g, *args) if build.load() else xla_kernel_grad(x, g, *args)
 
 
+def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+         padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """conv(x [b h w ci], kernel [kh kw ci co]) -> [b oh ow co], as `lax.conv_general_dilated` with NHWC/HWIO/NHWC:
+  oneDNN's on the CPU, XLA's elsewhere and where oneDNN does not load."""
+  args = tuple(strides), tuple(map(tuple, padding))
+  return _conv(x, kernel, *args) if build.load() else xla_conv(x, kernel, *args)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _kernel_grad(x, g, kernel_shape, strides, padding):
-  on_cpu = functools.partial(_onednn_call, kernel_shape=kernel_shape, strides=strides, padding=padding)
-  elsewhere = functools.partial(xla_kernel_grad, kernel_shape=kernel_shape, strides=strides, padding=padding)
-  return lax.platform_dependent(x, g, cpu=on_cpu, default=elsewhere)
+  fallback = functools.partial(xla_kernel_grad, kernel_shape=kernel_shape, strides=strides, padding=padding)
+  onednn = _custom_call(build.KERNEL_GRAD, kernel_shape, strides, padding, fallback)
+  return lax.platform_dependent(x, g, cpu=onednn, default=fallback)
 
 
 @_kernel_grad.defjvp
 def _kernel_grad_jvp(kernel_shape, strides, padding, primals, tangents):
-  # Bilinear in (x, g); the tangent map stays lax's, so reverse mode can transpose it.
-  (x, g), (dx, dg) = primals, tangents
+  (x, g), (dx, dg) = primals, tangents  # bilinear; the tangent map stays lax's, so reverse mode can transpose it
   tangent = (xla_kernel_grad(dx, g, kernel_shape, strides, padding)
              + xla_kernel_grad(x, dg, kernel_shape, strides, padding))
   return _kernel_grad(x, g, kernel_shape, strides, padding), tangent
 
 
-def _onednn_call(x, g, *, kernel_shape, strides, padding):
-  return _onednn_fn(kernel_shape, strides, padding)(x, g)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, strides, padding):
+  fallback = functools.partial(xla_conv, strides=strides, padding=padding)
+  out_shape = lax.conv_general_shape_tuple(x.shape, kernel.shape, strides, padding, DIMS)
+  onednn = _custom_call(build.CONV, out_shape, strides, padding, fallback)
+  return lax.platform_dependent(x, kernel, cpu=onednn, default=fallback)
 
 
-@functools.cache
-def _onednn_fn(kernel_shape, strides, padding):
-  """The custom call for one conv geometry. Under vmap (e.g. the VAE's per-example losses) each example has its own
-  kernel gradient: that stays XLA's own batched convolution, as before oneDNN."""
+@_conv.defjvp
+def _conv_jvp(strides, padding, primals, tangents):
+  (x, kernel), (dx, dkernel) = primals, tangents
+  tangent = xla_conv(dx, kernel, strides, padding) + xla_conv(x, dkernel, strides, padding)
+  return _conv(x, kernel, strides, padding), tangent
+
+
+def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fallback: Callable) -> Callable:
+  """(a, b) -> the custom call's result for one geometry. Under vmap (e.g. the VAE's per-example losses) each
+  example gets XLA's own batched convolution (`fallback`), as before oneDNN."""
   (top, bottom), (left, right) = padding
-  call = jax.ffi.ffi_call(build.TARGET, jax.ShapeDtypeStruct(kernel_shape, jnp.float32))
+  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32))
 
   @jax.custom_batching.custom_vmap
-  def onednn_kernel_grad(x, g):
-    result = call(x, g, stride_h=int(strides[0]), stride_w=int(strides[1]), pad_top=int(top),
+  def onednn(a, b):
+    result = call(a, b, stride_h=int(strides[0]), stride_w=int(strides[1]), pad_top=int(top),
                   pad_bottom=int(bottom), pad_left=int(left), pad_right=int(right))
-    return parallel.varying_like(result, x, g)  # per device under shard_map, as XLA's own would be
+    return parallel.varying_like(result, a, b)  # per device under shard_map, as XLA's own would be
 
-  @onednn_kernel_grad.def_vmap
-  def per_example(axis_size, in_batched, x, g):
-    x, g = (a if batched else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, batched in zip((x, g), in_batched))
-    one = functools.partial(xla_kernel_grad, kernel_shape=kernel_shape, strides=strides, padding=padding)
-    return jax.vmap(one)(x, g), True
+  @onednn.def_vmap
+  def per_example(axis_size, in_batched, a, b):
+    a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape)) for v, batched in zip((a, b), in_batched))
+    return jax.vmap(fallback)(a, b), True
 
-  return onednn_kernel_grad
+  return onednn

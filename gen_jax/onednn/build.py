@@ -1,4 +1,4 @@
-"""Compiles `kernel_grad.cc` against the pip-installed oneDNN once per machine, loads it and registers it with XLA.
+"""Compiles `convolutions.cc` against the pip-installed oneDNN once per machine, loads it and registers it with XLA.
 
 The shared library is cached under $GEN_JAX_CACHE (else $XDG_CACHE_HOME/gen_jax, else ~/.cache/gen_jax), named by a
 hash of the source, the compiler and the jaxlib/oneDNN it was built against, so a changed source or an upgrade
@@ -27,13 +27,14 @@ import tempfile
 
 import jax
 
-TARGET = 'gen_jax_onednn_kernel_grad'  # the FFI target name custom calls use
-SOURCE = pathlib.Path(__file__).with_name('kernel_grad.cc')
-_SYMBOL = 'GenJaxOnednnKernelGrad'
+# FFI target names the custom calls use -> the library's handler symbols
+CONV, KERNEL_GRAD = 'gen_jax_onednn_conv', 'gen_jax_onednn_kernel_grad'
+_SYMBOLS = {CONV: 'GenJaxOnednnConv', KERNEL_GRAD: 'GenJaxOnednnKernelGrad'}
+SOURCE = pathlib.Path(__file__).with_name('convolutions.cc')
 
 
 class Unavailable(RuntimeError):
-  """Why the oneDNN kernel gradient cannot be used here (the message says what to install or set)."""
+  """Why the oneDNN convolutions cannot be used here (the message says what to install or set)."""
 
 
 def cache_dir() -> pathlib.Path:
@@ -55,7 +56,7 @@ def onednn_prefix() -> pathlib.Path:
 def _compiler() -> str:
   cxx = os.environ.get('CXX', 'g++')
   if not shutil.which(cxx):
-    raise Unavailable(f'no C++ compiler {cxx!r} on PATH (install g++, or set CXX) to build the oneDNN kernel gradient')
+    raise Unavailable(f'no C++ compiler {cxx!r} on PATH (install g++, or set CXX) to build the oneDNN convolutions')
   return cxx
 
 
@@ -73,7 +74,7 @@ def build() -> pathlib.Path:
   fingerprint = hashlib.sha256(b'\0'.join(
       [source, repr(version).encode(), jax.__version__.encode(), os.fsencode(prefix),
        os.fsencode(os.path.realpath(prefix / 'lib' / 'libdnnl.so.3'))])).hexdigest()[:16]
-  target = cache_dir() / f'onednn_kernel_grad_{fingerprint}.so'
+  target = cache_dir() / f'onednn_convolutions_{fingerprint}.so'
   if target.exists():
     return target
   target.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def build() -> pathlib.Path:
     command = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w', str(SOURCE),
                '-isystem', str(prefix / 'include'), '-isystem', jax.ffi.include_dir(),
                '-L', str(prefix / 'lib'), '-l:libdnnl.so.3', f'-Wl,-rpath,{prefix / "lib"}', '-o', str(partial)]
-    logging.info('Building the oneDNN kernel gradient once for this machine: %s', ' '.join(command))
+    logging.info('Building the oneDNN convolutions once for this machine: %s', ' '.join(command))
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
       raise Unavailable(f'building {SOURCE.name} failed ({" ".join(command)}):\n{done.stderr[-2000:]}')
@@ -99,13 +100,14 @@ def _load() -> tuple[str, str]:
   except Unavailable as e:
     return '', str(e)
   except OSError as e:  # an unwritable cache (set GEN_JAX_CACHE), libgomp.so.1 (the wheel's OpenMP) missing, ...
-    return '', f'building or loading the oneDNN kernel gradient failed: {e}'
-  jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(getattr(library, _SYMBOL)), platform='cpu')
+    return '', f'building or loading the oneDNN convolutions failed: {e}'
+  for target, symbol in _SYMBOLS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
   return os.fspath(path), ''
 
 
 def load() -> bool:
-  """Builds (once per machine), loads and registers the FFI target (once per process); False where unavailable."""
+  """Builds (once per machine), loads and registers the FFI targets (once per process); False where unavailable."""
   path, reason = _load()
   if not path:
     _warn_once(reason)
@@ -125,4 +127,4 @@ def unavailable_reason() -> str:
 @functools.cache
 def _warn_once(reason: str) -> None:
   say = logging.warning if supported_platform() else logging.info  # elsewhere there is nothing to install
-  say('CPU kernel gradients stay with XLA (same values, slower on the UNet): %s', reason)
+  say('CPU convolutions stay with XLA (same values, slower on the UNet): %s', reason)

@@ -1,4 +1,4 @@
-"""oneDNN's kernel gradient must equal XLA's (values, derivatives, vmap, shard_map) and fall back when unavailable."""
+"""oneDNN's conv and kernel gradient equal XLA's (values, derivatives, vmap, shard_map); fallback without it."""
 
 import os
 import pickle
@@ -46,7 +46,7 @@ def close(got, want, rtol=2e-6):
 
 def test_it_builds_and_loads_here():
   assert build.load(), build.unavailable_reason()
-  assert os.path.basename(build.loaded_library()).startswith('onednn_kernel_grad_')
+  assert os.path.basename(build.loaded_library()).startswith('onednn_convolutions_')
 
 
 @pytest.mark.parametrize('geometry', GEOMETRIES)
@@ -57,6 +57,59 @@ def test_kernel_gradient_equals_xlas(geometry):
   close(got, onednn.xla_kernel_grad(x, g, shape, strides, padding))
   assert 'gen_jax_onednn_kernel_grad' in jax.jit(
       lambda x, g: onednn.kernel_grad(x, g, shape, strides, padding)).lower(x, g).as_text()
+
+
+def conv_operands(b, h, w, ci, co, kh, kw, strides, padding, seed=0):
+  x, _, shape = operands(b, h, w, ci, co, kh, kw, strides, padding, seed)
+  return x, jnp.asarray(np.random.default_rng(seed + 1).standard_normal(shape) * 0.3, jnp.float32)
+
+
+@pytest.mark.parametrize('geometry', GEOMETRIES)
+def test_conv_equals_xlas(geometry):
+  *_, strides, padding = geometry
+  x, kernel = conv_operands(*geometry)
+  got = jax.jit(lambda x, k: onednn.conv(x, k, strides, padding))(x, kernel)
+  close(got, onednn.xla_conv(x, kernel, strides, padding))
+  assert 'gen_jax_onednn_conv' in jax.jit(lambda x, k: onednn.conv(x, k, strides, padding)).lower(x, kernel).as_text()
+
+
+def test_conv_derivatives_and_vmap_are_xlas():
+  geometry = GEOMETRIES[1]
+  *_, strides, padding = geometry
+  x, kernel = conv_operands(*geometry)
+  loss = lambda conv: (lambda x, k: jnp.sum(jnp.sin(conv(x, k, strides, padding))))
+  got = jax.jit(jax.grad(loss(onednn.conv), argnums=(0, 1)))(x, kernel)
+  want = jax.jit(jax.grad(loss(onednn.xla_conv), argnums=(0, 1)))(x, kernel)
+  for a, b in zip(got, want):
+    close(a, b, rtol=1e-5)
+  per_example = lambda conv: jax.jit(jax.vmap(lambda x: conv(x[None], kernel, strides, padding)))
+  close(per_example(onednn.conv)(x), per_example(onednn.xla_conv)(x))
+
+
+def test_conv_under_shard_map_is_per_device():
+  geometry = (8, 6, 6, 3, 4, 3, 3, (1, 1), ((1, 1), (1, 1)))
+  *_, strides, padding = geometry
+  x, kernel = conv_operands(*geometry)
+  mesh = jax.make_mesh((8,), ('data',))
+  sharded = jax.jit(jax.shard_map(lambda x, k: onednn.conv(x, k, strides, padding), mesh=mesh,
+                                  in_specs=(P('data'), P()), out_specs=P('data')))
+  got = sharded(jax.device_put(x, NamedSharding(mesh, P('data'))), jax.device_put(kernel, NamedSharding(mesh, P())))
+  close(got, onednn.xla_conv(x, kernel, strides, padding))
+
+
+def test_forward_convs_take_onednn_only_where_it_pays_off(monkeypatch):
+  x, kernel = conv_operands(*GEOMETRIES[0])  # 3x3, an 8x8 output map
+  same = ((1, 1), (1, 1))
+  onednn.forward_convs_pay_off.cache_clear()
+  try:
+    assert onednn.usable_conv(x, kernel, (1, 1), same) == onednn.forward_convs_pay_off()
+    assert not onednn.usable_conv(x, kernel[1:2, 1:2], (1, 1), ((0, 0), (0, 0)))  # 1x1: XLA's is faster
+    assert not onednn.usable_conv(x, kernel, (2, 2), same)  # 4x4 output map
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')  # oneDNN capped below AVX-512: its forward convs lose
+    onednn.forward_convs_pay_off.cache_clear()
+    assert not onednn.usable_conv(x, kernel, (1, 1), same)
+  finally:
+    onednn.forward_convs_pay_off.cache_clear()
 
 
 def test_its_derivatives_are_xlas_so_a_gradient_penalty_can_take_them():
@@ -102,10 +155,10 @@ def test_under_shard_map_each_device_gets_the_kernel_gradient_of_its_shard():
 
 def test_other_dtypes_empty_operands_and_small_output_maps_stay_with_xla():
   x, g, _ = operands(*GEOMETRIES[0])  # an 8x8 output map
-  assert onednn.usable(x, g)
-  assert not onednn.usable(x.astype(jnp.bfloat16), g.astype(jnp.bfloat16))
-  assert not onednn.usable(x[:0], g[:0])
-  assert not onednn.usable(x, g[:, :4, :4])  # 16 output positions: XLA's is faster there
+  assert onednn.usable_kernel_grad(x, g)
+  assert not onednn.usable_kernel_grad(x.astype(jnp.bfloat16), g.astype(jnp.bfloat16))
+  assert not onednn.usable_kernel_grad(x[:0], g[:0])
+  assert not onednn.usable_kernel_grad(x, g[:, :4, :4])  # 16 output positions: XLA's is faster there
 
 
 def test_without_a_compiler_the_layers_keep_xlas_kernel_gradient_and_say_why(tmp_path):
@@ -127,7 +180,7 @@ def test_without_a_compiler_the_layers_keep_xlas_kernel_gradient_and_say_why(tmp
   done = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "no C++ compiler 'no-such-compiler'" in done.stdout
-  assert 'CPU kernel gradients stay with XLA' in done.stderr  # the one-line warning
+  assert 'CPU convolutions stay with XLA' in done.stderr  # the one-line warning
   assert not list(tmp_path.iterdir())  # nothing half-built left behind
 
 
@@ -145,7 +198,7 @@ def test_a_kept_step_that_calls_onednn_loads_in_a_fresh_process_once_its_key_is_
       from gen_jax import parallel, step_cache
       from etils import epath
       mesh = parallel.make_mesh()
-      assert step_cache._custom_calls(mesh).startswith('onednn_kernel_grad_')
+      assert step_cache._custom_calls(mesh).startswith('onednn_convolutions_')
       loaded = step_cache._load(epath.Path({str(path)!r}), [jax.devices()[0]])
       assert loaded is not None
       print('SUM', float(loaded(jnp.ones((2, 6, 6, 4)), jnp.ones((2, 6, 6, 5))).sum()))
