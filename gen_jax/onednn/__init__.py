@@ -127,8 +127,10 @@ def _conv_jvp(strides, padding, primals, tangents):
 
 
 def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fallback: Callable) -> Callable:
-  """(a, b) -> the custom call's result for one geometry. Under vmap (e.g. the VAE's per-example losses) each
-  example gets XLA's own batched convolution (`fallback`), as before oneDNN."""
+  """(a, b) -> the custom call's result for one geometry, with a vmap rule: a forward conv vmapped over its input
+  only (the samplers run one example at a time under vmap) folds the vmapped axis into the batch and stays one
+  custom call, as lax's own batching rule does; anything else (per-example kernel gradients, the VAE's per-example
+  losses; per-example kernels) gets XLA's own batched convolution (`fallback`), as before oneDNN."""
   (top, bottom), (left, right) = padding
   call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32))
 
@@ -139,7 +141,10 @@ def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fall
     return parallel.varying_like(result, a, b)  # per device under shard_map, as XLA's own would be
 
   @onednn.def_vmap
-  def per_example(axis_size, in_batched, a, b):
+  def batched(axis_size, in_batched, a, b):
+    if target == build.CONV and list(in_batched) == [True, False]:
+      y = _conv(a.reshape(-1, *a.shape[2:]), b, strides, padding)  # [(n b) oh ow co]
+      return y.reshape(axis_size, -1, *y.shape[1:]), True
     a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape)) for v, batched in zip((a, b), in_batched))
     return jax.vmap(fallback)(a, b), True
 
