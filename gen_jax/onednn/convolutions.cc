@@ -7,10 +7,9 @@
 // g = dL/dy [b oh ow co] -> dL/dkernel [kh kw ci co] (kh, kw from the result's shape). All f32. Attributes: strides
 // and explicit paddings as in lax.conv_general_dilated (no dilation).
 //
-// Both split the batch into one chunk per thread of XLA's intra-op pool, each a single-threaded oneDNN call run as
-// a task on that pool, and complete asynchronously: the convolution shares the cores with whatever else XLA runs
-// meanwhile instead of oversubscribing them with OpenMP threads (in the DDPM step each kernel-gradient call ran ~2x
-// slower than alone that way). Each geometry's primitive is created once and kept (creation costs ~1 ms); the
+// Both split the batch into one chunk per thread of XLA's intra-op pool, each a single-threaded oneDNN call (see
+// InChunks): the convolution shares the cores with whatever else XLA runs meanwhile instead of oversubscribing them
+// with OpenMP threads (in the DDPM step each kernel-gradient call ran ~2x slower than alone that way). Each geometry's primitive is created once and kept (creation costs ~1 ms); the
 // scratchpad is per call, so calls from several threads (XLA's CPU devices) may run the same primitive at once.
 
 #include <algorithm>
@@ -119,8 +118,8 @@ dnnl::memory Wrap(const dnnl::memory::desc& desc, const float* data) {
 // Runs chunk(c, first, size) for `chunks` slices of the batch, each a single-threaded oneDNN call: this thread and
 // helpers scheduled on XLA's intra-op pool claim chunks until none is left, then this thread waits for the claimed
 // ones. Helpers that find the pool busy (another op) or the work gone do nothing, so the cores are never
-// oversubscribed and nothing waits on a task that has not started. (Asynchronous calls whose chunks were all pool
-// tasks did as well in the train step but ran 2.2x slower inside the DDIM sampler's while loop.)
+// oversubscribed and nothing waits on a task that has not started. (A first version ran every chunk as a pool task
+// and completed asynchronously: as fast in the train step, with more moving parts.)
 ffi::Error InChunks(ffi::ThreadPool& pool, int64_t batch, int64_t chunks,
                     std::function<void(int64_t, int64_t, int64_t)> chunk) {
   struct Work {
