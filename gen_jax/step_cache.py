@@ -106,9 +106,10 @@ def step_key(config, family: Family, mesh, args: tuple) -> str:
 
 
 def _custom_calls(mesh) -> str:
-  """The library behind the step's custom calls (oneDNN's CPU kernel gradients; '' if none), loaded now: a step
-  whose executable calls it needs its FFI target registered before it loads, and a rebuilt library is a new key."""
-  if mesh.devices.flat[0].platform != 'cpu' or not forms.forms().onednn_kernel_grads:
+  """The library behind the step's custom calls (oneDNN's CPU convolutions; '' if none), loaded now: a step whose
+  executable calls it needs its FFI targets registered before it loads, and a rebuilt library is a new key."""
+  chosen = forms.forms()
+  if mesh.devices.flat[0].platform != 'cpu' or not (chosen.onednn_kernel_grads or chosen.onednn_forward_convs):
     return ''
   return os.path.basename(onednn_build.loaded_library())
 

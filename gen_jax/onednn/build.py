@@ -3,11 +3,11 @@
 The shared library is cached under $GEN_JAX_CACHE (else $XDG_CACHE_HOME/gen_jax, else ~/.cache/gen_jax), named by a
 hash of the source, the compiler and the jaxlib/oneDNN it was built against, so a changed source or an upgrade
 rebuilds it and runs started together never load a half-written file (each builds to its own temporary name and
-renames it into place). The build takes ~4 s with g++ and happens at most once per machine and version.
+renames it into place). The build takes ~5 s with g++ and happens at most once per machine and version.
 
-`load()` returns None, and `unavailable_reason()` says why, where a piece is missing (not Linux x86-64, no C++
+`load()` returns False, and `unavailable_reason()` says why, where a piece is missing (not Linux x86-64, no C++
 compiler, the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels not installed, the build failing): gen_jax then
-keeps XLA's own kernel-gradient convolution, which gives the same values.
+keeps XLA's own convolutions, which give the same values.
 """
 
 from __future__ import annotations

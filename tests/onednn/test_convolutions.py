@@ -211,3 +211,15 @@ def test_a_kept_step_that_calls_onednn_loads_in_a_fresh_process_once_its_key_is_
   done = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert f'SUM {float(compiled(x, g).sum())}' in done.stdout
+
+
+def test_the_step_key_loads_the_library_whenever_a_form_calls_it():
+  import dataclasses
+
+  from gen_jax import parallel, step_cache
+  from gen_jax.models import layers
+  mesh = parallel.make_mesh()
+  forward_only = dataclasses.replace(layers.XLA_CPU, onednn_kernel_grads=False)
+  for chosen, named in ((layers.XLA_CPU, True), (forward_only, True), (layers.LAX, False)):
+    with layers.use_forms(chosen):
+      assert bool(step_cache._custom_calls(mesh)) == named, chosen
