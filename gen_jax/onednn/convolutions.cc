@@ -205,7 +205,8 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   const int64_t batch = xd[0], chunks = ChunksFor(batch, pool);
   const int64_t x_per_image = xd[1] * xd[2] * xd[3], g_per_image = gd[1] * gd[2] * gd[3];
   const int64_t kernel_size = kd[0] * kd[1] * kd[2] * kd[3];
-  // Chunk 0 writes into the result, the others into their own buffers, summed into it by the last to finish.
+  // Chunk 0 writes into the result, the others into their own buffers, which this thread adds to it once all are
+  // done.
   auto partials = std::make_shared<std::vector<std::vector<float>>>(chunks - 1, std::vector<float>(kernel_size));
   const float* x_data = x.typed_data();
   const float* g_data = g.typed_data();
