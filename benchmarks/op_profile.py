@@ -7,7 +7,7 @@ large as the image (e.g. size=32x32) is a kernel gradient.
 
 It also prints how the profiled calls kept XLA's worker threads busy (`occupancy`): the share of the time during
 which all of them, some or none ran an op or a thread-pool task. That is how the DDPM UNet step's loss in going
-from one core to two was seen (README, 2-core Sapphire Rapids: one thread idle for ~10% of the step).
+from one core to two was seen (benchmarks/RESULTS.md, 2-core Sapphire Rapids: one thread idle for ~10% of the step).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- training loop --------------------------------------------------------------------------------------
   config.global_batch_size = 128  # across all devices of all processes; must divide by the device count
   config.total_steps = 1000
-  config.steps_per_call = 1  # K steps per compiled call (lax.scan); K>1 is slow on XLA:CPU (see README)
+  config.steps_per_call = 1  # K steps per compiled call (lax.scan); K>1 is slow on XLA:CPU (see benchmarks/RESULTS.md)
   config.log_every = 50
   config.checkpoint_every = 500
   config.max_checkpoints_to_keep = 3

@@ -3,8 +3,8 @@
 On the CPU, jaxlib 0.10 hands convolutions, dots, reductions and elementwise fusions to YNNPACK. For convolutions
 that is the slow choice: on a 2-core AMD EPYC a 3x3 64->64 conv at 16x32x32 took 22 ms forward and 134 ms forward +
 backward through YNNPACK, 11 ms and 46 ms through XLA's own (Eigen) convolution, and the DDPM UNet train step went
-from 3.1 s to 2.0 s (benchmarks/, README). Dots and reductions stay with YNNPACK (faster there); elementwise fusions
-stay with XLA's emitter (the step was slower with them in YNNPACK). GPU and TPU compiles get no options.
+from 3.1 s to 2.0 s (benchmarks/RESULTS.md). Dots and reductions stay with YNNPACK (faster there); elementwise
+fusions stay with XLA's emitter (the step was slower with them in YNNPACK). GPU and TPU compiles get no options.
 Measured on the other CPU family too (2-core Intel Sapphire Rapids, UNet ch64 b16 step): this set 956 ms, + YNNPACK
 elementwise 1056 ms, reductions only 954 ms, oneDNN / XNNPACK convolutions 1008 / 956 ms, jaxlib's defaults 1697 ms:
 the same set is the best of those on both, so there is one set.

@@ -1,9 +1,9 @@
 """The compiled train step kept whole beside jax's persistent cache, found *before* the step is traced.
 
 jax's persistent cache keys an executable by the program it lowered, so even a cached start traces and lowers the
-train step first: on the 2-core AMD EPYC the ddpm_cifar step's cached compile took 13-17 s, 7-10 s of it tracing
-and lowering (README, "Where the ddpm_cifar step's compile goes"). Here the step is keyed by what fixes its
-program without tracing it, and its executable is serialized whole (jax.experimental.serialize_executable):
+train step first: on the 2-core AMD EPYC the ddpm_cifar step's cached compile took 13-17 s, 7-10 s of it tracing and
+lowering (benchmarks/RESULTS.md, "Where the `ddpm_cifar` step's compile goes"). Here the step is keyed by what fixes
+its program without tracing it, and its executable is serialized whole (jax.experimental.serialize_executable):
 
 - the config (all of it); the source of every gen_jax module and of every other module loaded from outside the
   Python installation (a family, model or config of the user's own); the versions of jax, jaxlib, flax, optax,

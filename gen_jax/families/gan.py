@@ -174,7 +174,7 @@ class GANFamily(Family):
     return new_state, metrics
 
   def _unroll_critic(self) -> bool:
-    """XLA:CPU runs conv gradients inside loops ~60x slower (see README), so unroll there; scan elsewhere."""
+    """XLA:CPU runs conv gradients inside loops ~60x slower (benchmarks/RESULTS.md), so unroll there; scan elsewhere."""
     setting = self.config.gan.unroll_critic
     return jax.devices()[0].platform == 'cpu' if setting == 'auto' else bool(setting)
 

@@ -1,18 +1,19 @@
 """Convolutions on the CPU through oneDNN, the library PyTorch's CPU convolutions use: the forward conv and dL/dkernel.
 
-Why: on a 2-core Intel Sapphire Rapids the DDPM UNet step (ch 64, batch 16) spent 260 ms in XLA:CPU's
-kernel-gradient convolutions against 211 ms in PyTorch's, the whole of its 2% gap to the PyTorch peer: XLA's
-(Eigen's) version first copies x to [c h w b], and no jnp form of it was faster (README). oneDNN's own, alone, batch
-16: 3x3 64->64 at 32x32 4.1 vs 9.1 ms, 192->64 12.6 vs 26.1 ms, 128->128 at 16x16 4.1 vs 6.3 ms, 1x1 128->64 at 32x32
-1.2 vs 4.5 ms. Its 3x3 forward conv took 0.70-0.83x XLA's time (64->64 at 32x32 3.9 vs 5.6 ms, 256->128 at 16x16 7.2
-vs 9.2 ms); its 1x1 forward conv 2.9x (5.0 vs 1.75 ms), so 1x1 convs keep XLA's. In the step (`ab_step.py`, same
-host): kernel gradients B/A 0.897, then forward convs 0.903. With both sides limited to AVX2 (`xla_cpu_max_isa`,
+Why: on a 2-core Intel Sapphire Rapids the DDPM UNet step (ch 64, batch 16) spent 260 ms in XLA:CPU's kernel-gradient
+convolutions against 211 ms in PyTorch's, the whole of its 2% gap to the PyTorch peer: XLA's (Eigen's) version first
+copies x to [c h w b], and no jnp form of it was faster (benchmarks/RESULTS.md). oneDNN's own, alone, batch 16: 3x3
+64->64 at 32x32 4.1 vs 9.1 ms, 192->64 12.6 vs 26.1 ms, 128->128 at 16x16 4.1 vs 6.3 ms, 1x1 128->64 at 32x32 1.2 vs
+4.5 ms. Its 3x3 forward conv took 0.70-0.83x XLA's time (64->64 at 32x32 3.9 vs 5.6 ms, 256->128 at 16x16 7.2 vs 9.2
+ms); its 1x1 forward conv 2.9x (5.0 vs 1.75 ms), so 1x1 convs keep XLA's. In the step (`ab_step.py`, same host):
+kernel gradients B/A 0.897, then forward convs 0.903. With both sides limited to AVX2 (`xla_cpu_max_isa`,
 ONEDNN_MAX_CPU_ISA) the kernel gradients still gained (0.943) but the forward convs lost (1.187), so forward convs go
 through oneDNN only where the CPU has AVX-512 (`forward_convs_pay_off`).
 
 Both run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
-float32 on the CPU only: they lower to XLA's own convolutions on other platforms, under vmap, and where oneDNN is
-unavailable (`usable_*` say where oneDNN is worth taking). Their derivatives (autodiff of the forward conv outside a
+float32 on the CPU only: they lower to XLA's own convolutions on other platforms, under vmap (except a forward conv
+vmapped over its input only, folded into the batch) and where oneDNN is unavailable (`usable_*` say where oneDNN is
+worth taking). Their derivatives (autodiff of the forward conv outside a
 custom_vjp; a gradient penalty differentiating a kernel gradient) are lax's: both are bilinear.
 """
 
