@@ -13,8 +13,8 @@ through oneDNN only where the CPU has AVX-512 (`forward_convs_pay_off`).
 Both run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
 float32 on the CPU only: they lower to XLA's own convolutions on other platforms, under vmap (except a forward conv
 vmapped over its input only, folded into the batch) and where oneDNN is unavailable (`usable_*` say where oneDNN is
-worth taking). Their derivatives (autodiff of the forward conv outside a
-custom_vjp; a gradient penalty differentiating a kernel gradient) are lax's: both are bilinear.
+worth taking). Their derivatives (autodiff of the forward conv outside a custom_vjp; a gradient penalty
+differentiating a kernel gradient) are lax's: both are bilinear.
 """
 
 from __future__ import annotations
