@@ -19,9 +19,10 @@ Expected: loss (decoder L_simple + prior_loss) 1.00 at step 100 (prior_loss 0.49
           (benchmarks/prompt_alignment.py, 50 each). Variations: 32 of 32 variations of a test "eight" kept its
           class. 1.97M trained params (decoder 0.80M, prior 1.17M). --config.unclip.prior=regression: alignment
           100%, CLIP score 90.0, FD 86.1, recall 0.07 (a mean embedding per prompt: less diverse still).
-Runtime:  21.4 min of training with two other jobs on the 2 cores (13.6 min of CPU time; ddpm_text_digits takes
-          7-9.5 min alone; the regression-prior variant did its first 1000 steps alone in 5.8 min); --mode eval
-          above 3.2 min; the CLIP (configs/clip_digits.py) 1.5 min.
+Runtime:  21.4 min of training with two other jobs on the 2 cores (13.6 min of CPU time; ddpm_text_digits took
+          7-9.5 min alone then, ~5 min since the oneDNN convolutions; the regression-prior variant did its first 1000
+          steps alone in 5.8 min), before the oneDNN convolutions; --mode eval above 3.2 min; the CLIP
+          (configs/clip_digits.py) 1.5 min.
 """
 
 import ml_collections

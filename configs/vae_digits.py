@@ -4,8 +4,10 @@ Command:  python main.py --config configs/vae_digits.py --workdir runs/vae_digit
 Expected: negative ELBO falls from ~122 nats (step 100) to ~34 nats at step 2000 (Bernoulli likelihood on
           binarised 16x16 digits: ~0.19 bits/dim; KL ~20 nats), and runs/vae_digits/samples/step_002000.png
           shows recognisable digits.
-Runtime:  ~5 minutes on a 2-core Sapphire Rapids CPU (~7 steps/s at batch 128), ~11 minutes on a 2-core AMD EPYC
-          (~3.1 steps/s), compile included.
+Runtime:  5-6 minutes on a 2-core Sapphire Rapids CPU (~7 steps/s at batch 128 on 2026-12-02; 6 min 1 s for the
+          whole command on 2026-12-06 at 5.6 steps/s, final nELBO 34.3, a slower host: the same step with and without
+          the oneDNN convs, alternating, 174 vs 180 ms), ~11 minutes on a 2-core AMD EPYC (~3.1 steps/s), compile
+          included.
 Eval:     --mode eval (10k samples; 2-core Sapphire Rapids, 2026-12-02): bits/dim 0.279 on all 297 test digits
           (binarised), classifier FD 259 (real test digits: 22 at their n=297), precision 0.007, recall 0.51:
           the Bernoulli means are blurry, far from real digits in the classifier's feature space. 16 s.
