@@ -169,11 +169,17 @@ Key ChunkKey(int64_t size, ffi::Span<const int64_t> xd, ffi::Span<const int64_t>
   return key;
 }
 
+// x [b h w ci], kernel [kh kw ci co], y [b oh ow co]: the one geometry both handlers take (for the kernel gradient,
+// its result is the kernel and g the y).
+bool ConvShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, ffi::Span<const int64_t> yd) {
+  return xd.size() == 4 && kd.size() == 4 && yd.size() == 4 && xd[0] == yd[0] && xd[3] == kd[2] && kd[3] == yd[3];
+}
+
 ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                  ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                  int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
   const auto xd = x.dimensions(), kd = kernel.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || kd.size() != 4 || yd.size() != 4 || xd[0] != yd[0] || xd[3] != kd[2] || kd[3] != yd[3]) {
+  if (!ConvShapes(xd, kd, yd)) {
     return ffi::Error::InvalidArgument("gen_jax oneDNN conv: expected x [b h w ci], kernel [kh kw ci co], result [b oh ow co]");
   }
   const std::vector<int64_t> attrs{stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right};
@@ -198,7 +204,7 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
                        ffi::ResultBuffer<ffi::F32> kernel_grad, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                        int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
   const auto xd = x.dimensions(), gd = g.dimensions(), kd = kernel_grad->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || kd.size() != 4 || xd[0] != gd[0] || xd[3] != kd[2] || gd[3] != kd[3]) {
+  if (!ConvShapes(xd, kd, gd)) {
     return ffi::Error::InvalidArgument("gen_jax oneDNN kernel gradient: expected x [b h w ci], g [b oh ow co], result [kh kw ci co]");
   }
   const std::vector<int64_t> attrs{stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right};
