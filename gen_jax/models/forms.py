@@ -26,13 +26,15 @@ class Forms:
   # conv2d / conv_4x4_s2 kernel gradients (float32, CPU) through oneDNN (gen_jax.onednn) where it loads, else XLA's
   onednn_kernel_grads: bool = True
   onednn_forward_convs: bool = True  # conv2d's forward convs (also its stride-1 input gradients) likewise
+  # strided convs' input gradients and transposed convs (the same map) likewise, as oneDNN's backward-data conv
+  onednn_input_grads: bool = True
 
 
 XLA_CPU = Forms()
 LAX = Forms(phase_transposed_convs=False, adjoint_transposed_vjps=False, custom_conv_vjps=False,
             custom_group_norm=False, tanh_silu=False, subpixel_upsample_convs=False,
             custom_attention_vjp=False, onednn_kernel_grads=False,
-            onednn_forward_convs=False)
+            onednn_forward_convs=False, onednn_input_grads=False)
 NAMED = {'xla_cpu': XLA_CPU, 'lax': LAX}
 # The GPU and TPU keep the CPU's forms until they are timed against LAX there (benchmarks/gpu_suite.sh times both).
 BY_BACKEND = {'cpu': XLA_CPU}

@@ -4,8 +4,8 @@ Each such form has a plain twin (lax's conv and transposed conv and their autodi
 jax.nn.silu) with the same values and gradients (tests/models/test_layers.py; silu within 2.5e-6). `forms()` says
 which the layers trace: one switch per backend (`BY_BACKEND`), overridden by `use_forms` or the environment
 variable GEN_JAX_LAYER_FORMS ('lax' or 'xla_cpu'), e.g. for `benchmarks/gpu_suite.sh` to time both. On the CPU,
-float32 convs' kernel gradients and (with AVX-512) 3x3 forward convs go through oneDNN where it loads
-(`gen_jax.onednn`; the same values as XLA's).
+float32 convs' kernel gradients, strided convs' input gradients, transposed convs and (with AVX-512) 3x3 forward
+convs go through oneDNN where it loads (`gen_jax.onednn`; the same values as XLA's).
 """
 
 from __future__ import annotations
@@ -120,6 +120,16 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, strides, padding,
   return onednn.xla_kernel_grad(x, g, kernel.shape, strides, padding)
 
 
+def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides, padding,
+               use_onednn: bool) -> jax.Array:
+  """dL/dx of conv(x, kernel) given dL/dout g (a transposed conv): oneDNN's backward-data conv where `use_onednn` and
+  it pays off (float32 on an AVX-512 CPU: 0.53-0.69x XLA's time for the strided convs of DCGAN and the UNet, alone),
+  else XLA's own (the input-dilated conv autodiff makes)."""
+  if use_onednn and onednn.usable_input_grad(g, kernel, x_shape, padding):
+    return onednn.input_grad(g, kernel, x_shape, strides, padding)
+  return onednn.xla_input_grad(g, kernel, x_shape, strides, padding)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple) -> jax.Array:
   """NHWC/HWIO convolution, explicit padding ((top, bottom), (left, right)): `lax.conv_general_dilated` with the
   same values and gradients, but a stride-1 conv's input gradient is itself a `conv2d` (see `_conv2d_bwd`)."""
@@ -127,7 +137,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: t
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
   chosen = forms()
   return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)),
-                             (chosen.onednn_forward_convs, chosen.onednn_kernel_grads))
+                             (chosen.onednn_forward_convs, chosen.onednn_kernel_grads, chosen.onednn_input_grads))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -141,7 +151,8 @@ def _conv2d_traced_once(x, kernel, strides, padding, use_onednn):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv2d(x, kernel, strides, padding, use_onednn):
-  """use_onednn: (for the forward conv, for the kernel gradient), read from the forms where the trace began."""
+  """use_onednn: (for the forward conv, for the kernel gradient, for a strided conv's input gradient), read from the
+  forms where the trace began."""
   if use_onednn[0] and onednn.usable_conv(x, kernel, strides, padding):
     return onednn.conv(x, kernel, strides, padding)
   return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
@@ -154,8 +165,8 @@ def _conv2d_fwd(x, kernel, strides, padding, use_onednn):
 def _conv2d_bwd(strides, padding, use_onednn, residuals, g):
   x, kernel = residuals
   if tuple(strides) != (1, 1):
-    conv = lambda x: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
-    return jax.vjp(conv, x)[1](g)[0], kernel_grad(x, g, kernel, strides, padding, use_onednn[1])
+    return input_grad(g, kernel, x.shape, strides, padding, use_onednn[2]), kernel_grad(
+        x, g, kernel, strides, padding, use_onednn[1])
   # dx of a stride-1 conv is a stride-1 conv of g with the kernel flipped and its in/out channels swapped. Going
   # through _conv2d again (same speed as XLA's own input gradient) makes a gradient penalty's second derivative a
   # plain forward/backward conv pair: WGAN-GP 5:1 iteration (DCGAN-style nets, b64, 2-core EPYC) 1.47 s, against
@@ -270,7 +281,10 @@ def _conv_transpose_forward(x, kernel, strides, padding, phases):
     pads = [tuple(p) for p in padding]
   out = [(n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(x.shape[1:3], strides, pads, (kh, kw))]
   if out[0] % sh or out[1] % sw or not (phases and forms().phase_transposed_convs):
-    return lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=DIMS)
+    # lax's transposed conv of x with K is the input gradient of a conv with K flipped and its in/out channels
+    # swapped, whose paddings are k - 1 - the input-dilated form's
+    return input_grad(x, jnp.swapaxes(kernel, 2, 3)[::-1, ::-1], (x.shape[0], *out, kernel.shape[-1]), strides,
+                      [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), pads)], forms().onednn_input_grads)
 
   def phase_window(a, s, k, lo, n, m):  # taps of phase a, and the input padding that yields its m outputs
     t0 = (lo - a) % s

@@ -1,4 +1,5 @@
-"""Convolutions on the CPU through oneDNN, the library PyTorch's CPU convolutions use: the forward conv and dL/dkernel.
+"""Convolutions on the CPU through oneDNN, the library PyTorch's CPU convolutions use: the forward conv, dL/dx and
+dL/dkernel.
 
 Why: on a 2-core Intel Sapphire Rapids the DDPM UNet step (ch 64, batch 16) spent 260 ms in XLA:CPU's kernel-gradient
 convolutions against 211 ms in PyTorch's, the whole of its 2% gap to the PyTorch peer: XLA's (Eigen's) version first
@@ -8,9 +9,12 @@ copies x to [c h w b], and no jnp form of it was faster (benchmarks/RESULTS.md).
 ms); its 1x1 forward conv 2.9x (5.0 vs 1.75 ms), so 1x1 convs keep XLA's. In the step (`ab_step.py`, same host):
 kernel gradients B/A 0.897, then forward convs 0.903. With both sides limited to AVX2 (`xla_cpu_max_isa`,
 ONEDNN_MAX_CPU_ISA) the kernel gradients still gained (0.943) but the forward convs lost (1.187), so forward convs go
-through oneDNN only where the CPU has AVX-512 (`forward_convs_pay_off`).
+through oneDNN only where the CPU has AVX-512 (`forward_convs_pay_off`). The input gradient of a strided conv (also
+a transposed conv's forward: the same map) took 0.53-0.69x XLA's time alone (4x4 stride 2 at 16x16 and 32x32, 3x3
+stride 2; with AVX2 only 0.51-0.74x), so it goes through oneDNN on every x86-64 CPU: DCGAN D+G step B/A 0.931 (AVX2
+cap 0.948), WGAN-GP 5:1 iteration (DCGAN-style nets) 0.955 (benchmarks/RESULTS.md).
 
-Both run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
+All three run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
 float32 on the CPU only: they lower to XLA's own convolutions on other platforms, under vmap (except a forward conv
 vmapped over its input only, folded into the batch) and where oneDNN is unavailable (`usable_*` say where oneDNN is
 worth taking). Their derivatives (autodiff of the forward conv outside a custom_vjp; a gradient penalty
@@ -48,6 +52,17 @@ def xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], s
   return jax.vjp(lambda k: xla_conv(x, k, strides, padding), kernel)[1](g)[0]
 
 
+def xla_input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides, padding) -> jax.Array:
+  """dL/dx [b h w ci] of conv(x, kernel) given dL/dout g: XLA's own, the input-dilated conv of g with the kernel
+  flipped and its in/out channels swapped that autodiff makes (linear in g and in the kernel)."""
+  (kh, kw), ((top, _), (left, _)) = kernel.shape[:2], padding
+  high = [size + low - (out - 1) * stride - 1
+          for size, low, out, stride in zip(x_shape[1:3], (top, left), g.shape[1:3], strides)]
+  flipped = jnp.swapaxes(kernel, 2, 3)[::-1, ::-1]
+  return lax.conv_general_dilated(g, flipped, (1, 1), ((kh - 1 - top, high[0]), (kw - 1 - left, high[1])),
+                                  lhs_dilation=tuple(strides), dimension_numbers=DIMS)
+
+
 def _worth_it(operands: tuple[jax.Array, ...], output_hw: tuple[int, int]) -> bool:
   return (all(a.dtype == jnp.float32 and a.size > 0 for a in operands)
           and output_hw[0] * output_hw[1] >= MIN_OUTPUT_POSITIONS and jax.default_backend() == 'cpu' and build.load())
@@ -81,6 +96,14 @@ def usable_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> bool:
   return kernel.shape[0] * kernel.shape[1] > 1 and forward_convs_pay_off() and _worth_it((x, kernel), out_hw)
 
 
+def usable_input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], padding) -> bool:
+  """Whether `input_grad` should take these: as `usable_kernel_grad` (on every x86-64 CPU: with AVX2 only, alone,
+  0.51-0.74x XLA's time too) for its result's map and g's (XLA's was as fast for g [64 4 4 256] -> [64 8 8 128]
+  alone, and slower in the DCGAN step), a kernel larger than 1x1 and paddings oneDNN takes (not negative)."""
+  return (kernel.shape[0] * kernel.shape[1] > 1 and min(min(p) for p in padding) >= 0
+          and g.shape[1] * g.shape[2] >= MIN_OUTPUT_POSITIONS and _worth_it((g, kernel), tuple(x_shape[1:3])))
+
+
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides: tuple[int, int],
                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """dL/dkernel [kh kw ci co] of an NHWC/HWIO conv with x [b h w ci] and g = dL/dout [b oh ow co]: oneDNN's on the
@@ -95,6 +118,15 @@ def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   oneDNN's on the CPU, XLA's elsewhere and where oneDNN does not load."""
   args = tuple(strides), tuple(map(tuple, padding))
   return _conv(x, kernel, *args) if build.load() else xla_conv(x, kernel, *args)
+
+
+def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides: tuple[int, int],
+               padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """dL/dx [b h w ci] of an NHWC/HWIO conv of x [b h w ci] with kernel [kh kw ci co], given g = dL/dout [b oh ow co]
+  (a strided conv's input gradient is a transposed conv): oneDNN's on the CPU, XLA's elsewhere and where oneDNN does
+  not load."""
+  args = tuple(x_shape), tuple(strides), tuple(map(tuple, padding))
+  return _input_grad(g, kernel, *args) if build.load() else xla_input_grad(g, kernel, *args)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
@@ -127,11 +159,27 @@ def _conv_jvp(strides, padding, primals, tangents):
   return _conv(x, kernel, strides, padding), tangent
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _input_grad(g, kernel, x_shape, strides, padding):
+  fallback = functools.partial(xla_input_grad, x_shape=x_shape, strides=strides, padding=padding)
+  onednn = _custom_call(build.INPUT_GRAD, x_shape, strides, padding, fallback)
+  return lax.platform_dependent(g, kernel, cpu=onednn, default=fallback)
+
+
+@_input_grad.defjvp
+def _input_grad_jvp(x_shape, strides, padding, primals, tangents):
+  (g, kernel), (dg, dkernel) = primals, tangents
+  tangent = (xla_input_grad(dg, kernel, x_shape, strides, padding)
+             + xla_input_grad(g, dkernel, x_shape, strides, padding))
+  return _input_grad(g, kernel, x_shape, strides, padding), tangent
+
+
 def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fallback: Callable) -> Callable:
-  """(a, b) -> the custom call's result for one geometry, with a vmap rule: a forward conv vmapped over its input
-  only (the samplers run one example at a time under vmap) folds the vmapped axis into the batch and stays one
-  custom call, as lax's own batching rule does; anything else (per-example kernel gradients, the VAE's per-example
-  losses; per-example kernels) gets XLA's own batched convolution (`fallback`), as before oneDNN."""
+  """(a, b) -> the custom call's result for one geometry, with a vmap rule: a forward conv (or input gradient)
+  vmapped over its first operand only (the samplers run one example at a time under vmap) folds the vmapped axis into
+  the batch and stays one custom call, as lax's own batching rule does; anything else (per-example kernel gradients,
+  the VAE's per-example losses; per-example kernels) gets XLA's own batched convolution (`fallback`), as before
+  oneDNN."""
   (top, bottom), (left, right) = padding
   call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32))
 
@@ -143,8 +191,10 @@ def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fall
 
   @onednn.def_vmap
   def batched(axis_size, in_batched, a, b):
-    if target == build.CONV and list(in_batched) == [True, False]:
-      y = _conv(a.reshape(-1, *a.shape[2:]), b, strides, padding)  # [(n b) oh ow co]
+    if target in (build.CONV, build.INPUT_GRAD) and list(in_batched) == [True, False]:
+      folded = a.reshape(-1, *a.shape[2:])  # [(n b) ...]
+      y = (_conv(folded, b, strides, padding) if target == build.CONV
+           else _input_grad(folded, b, (folded.shape[0], *out_shape[1:]), strides, padding))
       return y.reshape(axis_size, -1, *y.shape[1:]), True
     a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape)) for v, batched in zip((a, b), in_batched))
     return jax.vmap(fallback)(a, b), True

@@ -1,16 +1,19 @@
 // NHWC x HWIO -> NHWC convolutions through oneDNN (the library PyTorch's CPU convolutions use), as XLA FFI handlers
-// for the CPU: the forward conv, and dL/dkernel. Why: for the DDPM UNet's shapes XLA:CPU's (Eigen's) kernel gradient
-// ran 1.6-4x slower than oneDNN's (it first copies x to [c h w b]) and its 3x3 forward conv 1.2-1.4x slower; see
-// gen_jax/onednn/__init__.py.
+// for the CPU: the forward conv, dL/dx and dL/dkernel. Why: for the DDPM UNet's shapes XLA:CPU's (Eigen's) kernel
+// gradient ran 1.6-4x slower than oneDNN's (it first copies x to [c h w b]), its 3x3 forward conv 1.2-1.4x slower
+// and a strided conv's input gradient 1.4-1.9x slower; see gen_jax/onednn/__init__.py.
 //
 // GenJaxOnednnConv: x [b h w ci], kernel [kh kw ci co] -> y [b oh ow co]. GenJaxOnednnKernelGrad: x [b h w ci],
-// g = dL/dy [b oh ow co] -> dL/dkernel [kh kw ci co] (kh, kw from the result's shape). All f32. Attributes: strides
-// and explicit paddings as in lax.conv_general_dilated (no dilation).
+// g = dL/dy [b oh ow co] -> dL/dkernel [kh kw ci co] (kh, kw from the result's shape). GenJaxOnednnInputGrad:
+// g = dL/dy [b oh ow co], kernel [kh kw ci co] -> dL/dx [b h w ci] (h, w from the result's shape; a strided conv's
+// input gradient is a transposed conv). All f32. Attributes: strides and explicit paddings of the forward conv, as in
+// lax.conv_general_dilated (no dilation).
 //
-// Both split the batch into one chunk per thread of XLA's intra-op pool, each a single-threaded oneDNN call (see
+// All split the batch into one chunk per thread of XLA's intra-op pool, each a single-threaded oneDNN call (see
 // InChunks): the convolution shares the cores with whatever else XLA runs meanwhile instead of oversubscribing them
-// with OpenMP threads (in the DDPM step each kernel-gradient call ran ~2x slower than alone that way). Each geometry's primitive is created once and kept (creation costs ~1 ms); the
-// scratchpad is per call, so calls from several threads (XLA's CPU devices) may run the same primitive at once.
+// with OpenMP threads (in the DDPM step each kernel-gradient call ran ~2x slower than alone that way). Each
+// geometry's primitive is created once and kept (creation costs ~1 ms); the scratchpad is per call, so calls from
+// several threads (XLA's CPU devices) may run the same primitive at once.
 
 #include <algorithm>
 #include <atomic>
@@ -111,6 +114,21 @@ struct KernelGradPlan {
   dnnl::reorder to_hwio;
 };
 
+struct InputGradPlan {
+  explicit InputGradPlan(const Geometry& g) : dx(g.x()), g(g.y()), kernel(g.hwio()) {
+    const auto forward = dnnl::convolution_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, dx, kernel, this->g,
+        g.strides, g.pad_l, g.pad_r);
+    const auto pd = dnnl::convolution_backward_data::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, dx, kernel, this->g, g.strides, g.pad_l, g.pad_r, forward,
+        UserScratchpad());
+    primitive = dnnl::convolution_backward_data(pd);
+    scratchpad = pd.scratchpad_desc();
+  }
+  dnnl::memory::desc dx, g, kernel, scratchpad;
+  dnnl::convolution_backward_data primitive;
+};
+
 dnnl::memory Wrap(const dnnl::memory::desc& desc, const float* data) {
   return dnnl::memory(desc, Engine(), const_cast<float*>(data));
 }
@@ -169,8 +187,8 @@ Key ChunkKey(int64_t size, ffi::Span<const int64_t> xd, ffi::Span<const int64_t>
   return key;
 }
 
-// x [b h w ci], kernel [kh kw ci co], y [b oh ow co]: the one geometry both handlers take (for the kernel gradient,
-// its result is the kernel and g the y).
+// x [b h w ci], kernel [kh kw ci co], y [b oh ow co]: the one geometry all three handlers take (for the kernel
+// gradient, its result is the kernel and g the y; for the input gradient, its result is x and g the y).
 bool ConvShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, ffi::Span<const int64_t> yd) {
   return xd.size() == 4 && kd.size() == 4 && yd.size() == 4 && xd[0] == yd[0] && xd[3] == kd[2] && kd[3] == yd[3];
 }
@@ -237,9 +255,35 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
+ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> kernel,
+                      ffi::ResultBuffer<ffi::F32> dx, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                      int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
+  const auto gd = g.dimensions(), kd = kernel.dimensions(), xd = dx->dimensions();
+  if (!ConvShapes(xd, kd, gd)) {
+    return ffi::Error::InvalidArgument("gen_jax oneDNN input gradient: expected g [b oh ow co], kernel [kh kw ci co], result [b h w ci]");
+  }
+  const std::vector<int64_t> attrs{stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right};
+  const int64_t batch = xd[0], x_per_image = xd[1] * xd[2] * xd[3], g_per_image = gd[1] * gd[2] * gd[3];
+  const float* g_data = g.typed_data();
+  const float* kernel_data = kernel.typed_data();
+  float* dx_data = dx->typed_data();
+  auto chunk = [=](int64_t, int64_t first, int64_t size) {
+    const auto plan = Cached<InputGradPlan>(ChunkKey(size, xd, kd, gd, attrs));
+    dnnl::stream stream(Engine());
+    std::vector<uint8_t> scratch(plan->scratchpad.get_size());
+    plan->primitive.execute(stream, {{DNNL_ARG_DIFF_DST, Wrap(plan->g, g_data + first * g_per_image)},
+                                     {DNNL_ARG_WEIGHTS, Wrap(plan->kernel, kernel_data)},
+                                     {DNNL_ARG_DIFF_SRC, Wrap(plan->dx, dx_data + first * x_per_image)},
+                                     {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
+    stream.wait();
+  };
+  return InChunks(pool, batch, ChunksFor(batch, pool), chunk);
+}
+
 }  // namespace
 
-// Both: (x, kernel or g) -> result, with the conv's strides and paddings as attributes.
+// All three: two f32 operands ((x, kernel), (x, g) or (g, kernel)) -> the result, with the forward conv's strides and
+// paddings as attributes.
 #define GEN_JAX_CONV_BINDING                                                                                  \
   ffi::Ffi::Bind()                                                                                            \
       .Ctx<ffi::ThreadPool>()                                                                                 \
@@ -255,3 +299,4 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenJaxOnednnConv, Conv, GEN_JAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenJaxOnednnKernelGrad, KernelGrad, GEN_JAX_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GenJaxOnednnInputGrad, InputGrad, GEN_JAX_CONV_BINDING);

@@ -1,4 +1,4 @@
-"""oneDNN's conv and kernel gradient equal XLA's (values, derivatives, vmap, shard_map); fallback without it."""
+"""oneDNN's conv, input and kernel gradients equal XLA's (values, derivatives, vmap, shard_map); fallback without it."""
 
 import os
 import pickle
@@ -116,6 +116,69 @@ def test_forward_convs_take_onednn_only_where_it_pays_off(monkeypatch):
     onednn.forward_convs_pay_off.cache_clear()
 
 
+@pytest.mark.parametrize('geometry', GEOMETRIES)
+def test_input_gradient_equals_xlas(geometry):
+  *_, strides, padding = geometry
+  x, kernel = conv_operands(*geometry)
+  g = operands(*geometry)[1]
+  want = jax.vjp(lambda x: onednn.xla_conv(x, kernel, strides, padding), x)[1](g)[0]  # what autodiff makes
+  close(onednn.xla_input_grad(g, kernel, x.shape, strides, padding), want)
+  grad = lambda g, k: onednn.input_grad(g, k, x.shape, strides, padding)
+  close(jax.jit(grad)(g, kernel), want)
+  assert 'gen_jax_onednn_input_grad' in jax.jit(grad).lower(g, kernel).as_text()
+
+
+def test_input_gradient_derivatives_vmap_and_shard_map_are_xlas():
+  geometry = (8, 9, 8, 3, 4, 4, 4, (2, 2), ((1, 2), (1, 1)))
+  *_, strides, padding = geometry
+  x, kernel = conv_operands(*geometry)
+  g = operands(*geometry)[1]
+  loss = lambda grad: (lambda g, k: jnp.sum(jnp.sin(grad(g, k, x.shape, strides, padding))))
+  got = jax.jit(jax.grad(loss(onednn.input_grad), argnums=(0, 1)))(g, kernel)
+  want = jax.jit(jax.grad(loss(onednn.xla_input_grad), argnums=(0, 1)))(g, kernel)
+  for a, b in zip(got, want):
+    close(a, b, rtol=1e-5)
+  per_example = lambda grad: jax.jit(jax.vmap(lambda g: grad(g[None], kernel, (1, *x.shape[1:]), strides, padding)))
+  close(per_example(onednn.input_grad)(g), per_example(onednn.xla_input_grad)(g))
+  assert 'gen_jax_onednn_input_grad' in per_example(onednn.input_grad).lower(g).as_text()  # folded into the batch
+  kernels = jnp.stack([kernel, -2 * kernel])
+  per_kernel = lambda grad: jax.jit(jax.vmap(lambda k: grad(g, k, x.shape, strides, padding)))
+  close(per_kernel(onednn.input_grad)(kernels), per_kernel(onednn.xla_input_grad)(kernels))
+  mesh = jax.make_mesh((8,), ('data',))
+  sharded = jax.jit(jax.shard_map(lambda g, k: onednn.input_grad(g, k, (1, *x.shape[1:]), strides, padding),
+                                  mesh=mesh, in_specs=(P('data'), P()), out_specs=P('data')))
+  got = sharded(jax.device_put(g, NamedSharding(mesh, P('data'))), jax.device_put(kernel, NamedSharding(mesh, P())))
+  close(got, onednn.xla_input_grad(g, kernel, x.shape, strides, padding))
+
+
+def test_strided_convs_input_gradients_and_transposed_convs_take_it_in_the_layers():
+  """conv2d's strided input gradient and conv_transpose's forward (the same map) go through it where it pays off,
+  with lax's values, gradients and gradient-penalty gradients."""
+  from jax import lax
+
+  from gen_jax.models import layers
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 6))
+  k = jax.random.normal(jax.random.PRNGKey(1), (4, 4, 6, 5)) * 0.3
+  t = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 6))
+  kt = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 6, 5)) * 0.3
+  same = ((1, 1), (1, 1))
+  nets = {'xla_cpu': (lambda x, k: layers.conv2d(x, k, (2, 2), same), lambda t, k: layers.conv_transpose(
+              t, k, (2, 2), 'SAME')),
+          'lax': (lambda x, k: lax.conv_general_dilated(x, k, (2, 2), same, dimension_numbers=layers.DIMS),
+                  lambda t, k: lax.conv_transpose(t, k, (2, 2), 'SAME', dimension_numbers=layers.DIMS))}
+  penalty = lambda f: (lambda x, k: jnp.sum(jnp.square(jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, k))))(x))))
+  results = {}
+  for name, (strided, transposed) in nets.items():
+    with layers.use_forms(layers.NAMED[name]):
+      results[name] = [(jax.jit(f)(a, kernel), jax.jit(jax.grad(penalty(f), (0, 1)))(a, kernel))
+                       for f, a, kernel in ((strided, x, k), (transposed, t, kt))]
+      lowered = [jax.jit(jax.grad(lambda x, k: jnp.sum(strided(x, k)))).lower(x, k).as_text(),
+                 jax.jit(transposed).lower(t, kt).as_text()]
+    assert all(('gen_jax_onednn_input_grad' in text) == (name == 'xla_cpu') for text in lowered), name
+  for got, want in zip(jax.tree.leaves(results['xla_cpu']), jax.tree.leaves(results['lax'])):
+    close(got, want, rtol=1e-5)
+
+
 def test_its_derivatives_are_xlas_so_a_gradient_penalty_can_take_them():
   geometry = GEOMETRIES[1]
   *_, strides, padding = geometry
@@ -163,6 +226,14 @@ def test_other_dtypes_empty_operands_and_small_output_maps_stay_with_xla():
   assert not onednn.usable_kernel_grad(x.astype(jnp.bfloat16), g.astype(jnp.bfloat16))
   assert not onednn.usable_kernel_grad(x[:0], g[:0])
   assert not onednn.usable_kernel_grad(x, g[:, :4, :4])  # 16 output positions: XLA's is faster there
+  kernel = jnp.ones((3, 3, x.shape[-1], g.shape[-1]))
+  same = ((1, 1), (1, 1))
+  assert onednn.usable_input_grad(g, kernel, x.shape, same)
+  assert not onednn.usable_input_grad(g.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), x.shape, same)
+  assert not onednn.usable_input_grad(g[:, :4, :4], kernel, x.shape, same)  # g of 16 positions
+  assert not onednn.usable_input_grad(g, kernel, (x.shape[0], 4, 4, x.shape[-1]), same)  # a result of 16
+  assert not onednn.usable_input_grad(g, kernel, x.shape, ((-1, 1), (1, 1)))  # oneDNN takes no negative padding
+  assert not onednn.usable_input_grad(g, kernel[:1, :1], x.shape, same)  # 1x1: a matmul
 
 
 def test_without_a_compiler_the_layers_keep_xlas_kernel_gradient_and_say_why(tmp_path):
@@ -220,6 +291,7 @@ def test_the_step_key_loads_the_library_whenever_a_form_calls_it():
   from gen_jax.models import layers
   mesh = parallel.make_mesh()
   forward_only = dataclasses.replace(layers.XLA_CPU, onednn_kernel_grads=False)
-  for chosen, named in ((layers.XLA_CPU, True), (forward_only, True), (layers.LAX, False)):
+  input_grads_only = dataclasses.replace(layers.LAX, onednn_input_grads=True)
+  for chosen, named in ((layers.XLA_CPU, True), (forward_only, True), (input_grads_only, True), (layers.LAX, False)):
     with layers.use_forms(chosen):
       assert bool(step_cache._custom_calls(mesh)) == named, chosen
