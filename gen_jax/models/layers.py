@@ -233,7 +233,9 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pa
   XLA:CPU's own kernel gradient of a transposed conv is a kernel-dilated conv, 7-27x slower (2-core Sapphire
   Rapids, batch 64, 4x4 stride 2: 128->64 channels 8->16 spatial 413 vs 15 ms, 64->3 16->32 34 vs 5.8 ms; faster
   than the phase form's backward too: 28 / 43 ms). Steps (A/B, same CPU): DCGAN D+G 0.93x the time of the phase
-  form with autodiff (and 0.93x again with lax's forward), WGAN-GP 5:1 iteration 0.82x (both changes).
+  form with autodiff (and 0.93x again with lax's forward), WGAN-GP 5:1 iteration 0.82x (both changes). On the CPU
+  the forward, T* g and the kernel gradient go through oneDNN where `conv2d`'s would (A/B of the last two, same CPU:
+  WGAN-GP with DCGAN-style nets 0.964, DCGAN 0.974).
   padding: 'SAME', 'VALID' or lax's explicit ((top, bottom), (left, right)) of the input-dilated form.
   phases: forward as per-phase stride-1 convs when the forms allow it. x [b h w i], kernel [kh kw i o].
   """
@@ -255,6 +257,19 @@ def _adjoint_conv_transpose_fwd(x, kernel, strides, padding, phases):
 def _adjoint_conv_transpose_bwd(strides, padding, phases, residuals, g):
   del phases
   x, kernel = residuals
+  conv_pads = _as_conv_pads(kernel.shape[:2], strides, padding)
+  if min(min(p) for p in conv_pads) >= 0:
+    # T_K = conv_W^T with W = K flipped, channels swapped (`_conv_transpose_forward`), so T*_K g = conv_W(g) and
+    # dL/dW is conv_W's kernel gradient with g as its input and x as its cotangent: both as `conv2d` takes them
+    # (oneDNN where the forms allow and it pays off).
+    chosen = forms()
+    flipped = jnp.swapaxes(kernel, 2, 3)[::-1, ::-1]
+    if chosen.onednn_forward_convs and onednn.usable_conv(g, flipped, strides, conv_pads):
+      dx = onednn.conv(g, flipped, strides, conv_pads)
+    else:
+      dx = lax.conv_general_dilated(g, flipped, strides, conv_pads, dimension_numbers=DIMS)
+    d_flipped = kernel_grad(g, x, flipped, strides, conv_pads, chosen.onednn_kernel_grads)
+    return dx, jnp.swapaxes(d_flipped, 2, 3)[::-1, ::-1]
 
   def adjoint(k):  # T*_k g: a strided conv of g, linear in k
     forward = lambda x_: lax.conv_transpose(x_, k, strides, padding, dimension_numbers=DIMS)
@@ -265,6 +280,13 @@ def _adjoint_conv_transpose_bwd(strides, padding, phases, residuals, g):
 
 
 _adjoint_conv_transpose.defvjp(_adjoint_conv_transpose_fwd, _adjoint_conv_transpose_bwd)
+
+
+def _as_conv_pads(kernel_hw, strides, padding) -> list[tuple[int, int]]:
+  """The paddings of the conv whose input gradient a transposed conv is: k - 1 - the input-dilated form's."""
+  if isinstance(padding, str):
+    padding = [_transpose_pads(k, s, padding) for k, s in zip(kernel_hw, strides)]
+  return [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel_hw, padding)]
 
 
 def _conv_transpose_forward(x, kernel, strides, padding, phases):
@@ -284,7 +306,7 @@ def _conv_transpose_forward(x, kernel, strides, padding, phases):
     # lax's transposed conv of x with K is the input gradient of a conv with K flipped and its in/out channels
     # swapped, whose paddings are k - 1 - the input-dilated form's
     return input_grad(x, jnp.swapaxes(kernel, 2, 3)[::-1, ::-1], (x.shape[0], *out, kernel.shape[-1]), strides,
-                      [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), pads)], forms().onednn_input_grads)
+                      _as_conv_pads((kh, kw), strides, pads), forms().onednn_input_grads)
 
   def phase_window(a, s, k, lo, n, m):  # taps of phase a, and the input padding that yields its m outputs
     t0 = (lo - a) % s

@@ -153,7 +153,8 @@ def test_input_gradient_derivatives_vmap_and_shard_map_are_xlas():
 
 def test_strided_convs_input_gradients_and_transposed_convs_take_it_in_the_layers():
   """conv2d's strided input gradient and conv_transpose's forward (the same map) go through it where it pays off,
-  with lax's values, gradients and gradient-penalty gradients."""
+  conv_transpose's gradients through oneDNN's kernel gradient (and forward conv where that pays off), with lax's
+  values, gradients and gradient-penalty gradients."""
   from jax import lax
 
   from gen_jax.models import layers
@@ -175,6 +176,10 @@ def test_strided_convs_input_gradients_and_transposed_convs_take_it_in_the_layer
       lowered = [jax.jit(jax.grad(lambda x, k: jnp.sum(strided(x, k)))).lower(x, k).as_text(),
                  jax.jit(transposed).lower(t, kt).as_text()]
     assert all(('gen_jax_onednn_input_grad' in text) == (name == 'xla_cpu') for text in lowered), name
+    transposed_grads = jax.jit(jax.grad(lambda t, k: jnp.sum(jnp.sin(transposed(t, k))), (0, 1))).lower(
+        t, kt).as_text()
+    assert ('gen_jax_onednn_kernel_grad' in transposed_grads) == (name == 'xla_cpu'), name
+    assert ('gen_jax_onednn_conv' in transposed_grads) == (name == 'xla_cpu' and onednn.forward_convs_pay_off())
   for got, want in zip(jax.tree.leaves(results['xla_cpu']), jax.tree.leaves(results['lax'])):
     close(got, want, rtol=1e-5)
 
