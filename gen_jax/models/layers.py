@@ -123,7 +123,7 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, strides, padding,
 def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides, padding,
                use_onednn: bool) -> jax.Array:
   """dL/dx of conv(x, kernel) given dL/dout g (a transposed conv): oneDNN's backward-data conv where `use_onednn` and
-  it pays off (float32 on an AVX-512 CPU: 0.53-0.69x XLA's time for the strided convs of DCGAN and the UNet, alone),
+  it pays off (float32 on x86-64: 0.45-0.72x XLA's time for the strided convs of DCGAN and the UNet, alone),
   else XLA's own (the input-dilated conv autodiff makes)."""
   if use_onednn and onednn.usable_input_grad(g, kernel, x_shape, padding):
     return onednn.input_grad(g, kernel, x_shape, strides, padding)

@@ -10,9 +10,10 @@ ms); its 1x1 forward conv 2.9x (5.0 vs 1.75 ms), so 1x1 convs keep XLA's. In the
 kernel gradients B/A 0.897, then forward convs 0.903. With both sides limited to AVX2 (`xla_cpu_max_isa`,
 ONEDNN_MAX_CPU_ISA) the kernel gradients still gained (0.943) but the forward convs lost (1.187), so forward convs go
 through oneDNN only where the CPU has AVX-512 (`forward_convs_pay_off`). The input gradient of a strided conv (also
-a transposed conv's forward: the same map) took 0.53-0.69x XLA's time alone (4x4 stride 2 at 16x16 and 32x32, 3x3
-stride 2; with AVX2 only 0.51-0.74x), so it goes through oneDNN on every x86-64 CPU: DCGAN D+G step B/A 0.931 (AVX2
-cap 0.948), WGAN-GP 5:1 iteration (DCGAN-style nets) 0.955 (benchmarks/RESULTS.md).
+a transposed conv's forward: the same map) took 0.45-0.72x XLA's time alone (4x4 stride 2 at 8x8 to 32x32, 3x3
+stride 2; the kernel in oneDNN's own layout where dx has 16+ channels), so it goes through oneDNN on every x86-64
+CPU: DCGAN D+G step B/A 0.815 (AVX2 cap 0.906), WGAN-GP 5:1 iteration (DCGAN-style nets) 0.922
+(benchmarks/RESULTS.md).
 
 All three run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
 float32 on the CPU only: they lower to XLA's own convolutions on other platforms, under vmap (except a forward conv
@@ -98,10 +99,10 @@ def usable_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> bool:
 
 def usable_input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], padding) -> bool:
   """Whether `input_grad` should take these: as `usable_kernel_grad` (on every x86-64 CPU: with AVX2 only, alone,
-  0.51-0.74x XLA's time too) for its result's map and g's (XLA's was as fast for g [64 4 4 256] -> [64 8 8 128]
-  alone, and slower in the DCGAN step), a kernel larger than 1x1 and paddings oneDNN takes (not negative)."""
+  0.51-0.74x XLA's time too) for its result's map, a kernel larger than 1x1 and paddings oneDNN takes (not
+  negative)."""
   return (kernel.shape[0] * kernel.shape[1] > 1 and min(min(p) for p in padding) >= 0
-          and g.shape[1] * g.shape[2] >= MIN_OUTPUT_POSITIONS and _worth_it((g, kernel), tuple(x_shape[1:3])))
+          and _worth_it((g, kernel), tuple(x_shape[1:3])))
 
 
 def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strides: tuple[int, int],

@@ -235,7 +235,6 @@ def test_other_dtypes_empty_operands_and_small_output_maps_stay_with_xla():
   same = ((1, 1), (1, 1))
   assert onednn.usable_input_grad(g, kernel, x.shape, same)
   assert not onednn.usable_input_grad(g.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), x.shape, same)
-  assert not onednn.usable_input_grad(g[:, :4, :4], kernel, x.shape, same)  # g of 16 positions
   assert not onednn.usable_input_grad(g, kernel, (x.shape[0], 4, 4, x.shape[-1]), same)  # a result of 16
   assert not onednn.usable_input_grad(g, kernel, x.shape, ((-1, 1), (1, 1)))  # oneDNN takes no negative padding
   assert not onednn.usable_input_grad(g, kernel[:1, :1], x.shape, same)  # 1x1: a matmul
