@@ -4,8 +4,8 @@ Each such form has a plain twin (lax's conv and transposed conv and their autodi
 jax.nn.silu) with the same values and gradients (tests/models/test_layers.py; silu within 2.5e-6). `forms()` says
 which the layers trace: one switch per backend (`BY_BACKEND`), overridden by `use_forms` or the environment
 variable GEN_JAX_LAYER_FORMS ('lax' or 'xla_cpu'), e.g. for `benchmarks/gpu_suite.sh` to time both. On the CPU,
-float32 convs' kernel gradients, strided convs' input gradients, transposed convs and (with AVX-512) 3x3 forward
-convs go through oneDNN where it loads (`gen_jax.onednn`; the same values as XLA's).
+float32 convs' kernel gradients, strided convs' input gradients, transposed convs and (with AVX2 or more) forward
+convs larger than 1x1 go through oneDNN where it loads (`gen_jax.onednn`; the same values as XLA's).
 """
 
 from __future__ import annotations

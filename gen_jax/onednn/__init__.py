@@ -6,12 +6,14 @@ convolutions against 211 ms in PyTorch's, the whole of its 2% gap to the PyTorch
 copies x to [c h w b], and no jnp form of it was faster (benchmarks/RESULTS.md). oneDNN's own, alone, batch 16: 3x3
 64->64 at 32x32 4.1 vs 9.1 ms, 192->64 12.6 vs 26.1 ms, 128->128 at 16x16 4.1 vs 6.3 ms, 1x1 128->64 at 32x32 1.2 vs
 4.5 ms. Its 3x3 forward conv took 0.70-0.83x XLA's time (64->64 at 32x32 3.9 vs 5.6 ms, 256->128 at 16x16 7.2 vs 9.2
-ms); its 1x1 forward conv 2.9x (5.0 vs 1.75 ms), so 1x1 convs keep XLA's. In the step (`ab_step.py`, same host):
-kernel gradients B/A 0.897, then forward convs 0.903. With both sides limited to AVX2 (`xla_cpu_max_isa`,
-ONEDNN_MAX_CPU_ISA) the kernel gradients still gained (0.943) but the forward convs lost (1.187), so forward convs go
-through oneDNN only where the CPU has AVX-512 (`forward_convs_pay_off`). The input gradient of a strided conv (also
-a transposed conv's forward: the same map) took 0.45-0.72x XLA's time alone (4x4 stride 2 at 8x8 to 32x32, 3x3
-stride 2; the kernel in oneDNN's own layout where dx has 16+ channels), so it goes through oneDNN on every x86-64
+ms); its 1x1 forward conv then 2.9x (5.0 vs 1.75 ms; later 0.84-0.88x, no gain in the step), so 1x1 convs keep XLA's.
+In the step (`ab_step.py`, same host): kernel gradients B/A 0.897, then forward convs 0.903. With both sides limited
+to AVX2 (`xla_cpu_max_isa`, ONEDNN_MAX_CPU_ISA) the kernel gradients still gained (0.943) and the forward convs lost
+(1.187) while their kernel was in XLA's HWIO (oneDNN then took its im2col + GEMM form); with the kernel in the layout
+oneDNN picks (reordered in each call; brgconv:avx2) they gain there too (0.936; 0.905 uncapped, as with HWIO), so
+forward convs go through oneDNN on CPUs with AVX2 or more (`forward_convs_pay_off`). The input gradient of a strided
+conv (also a transposed conv's forward: the same map) took 0.45-0.72x XLA's time alone (4x4 stride 2 at 8x8 to 32x32,
+3x3 stride 2; the kernel in oneDNN's own layout where dx has 16+ channels), so it goes through oneDNN on every x86-64
 CPU: DCGAN D+G step B/A 0.815 (AVX2 cap 0.906), WGAN-GP 5:1 iteration (DCGAN-style nets) 0.922
 (benchmarks/RESULTS.md).
 
@@ -77,22 +79,23 @@ def usable_kernel_grad(x: jax.Array, g: jax.Array) -> bool:
 
 @functools.cache
 def forward_convs_pay_off() -> bool:
-  """Whether this CPU runs oneDNN's forward convs faster than XLA's: where it has AVX-512 (and ONEDNN_MAX_CPU_ISA
-  does not cap oneDNN below it); with AVX2 only they were 1.19x slower in the UNet step."""
+  """Whether this CPU runs oneDNN's forward convs faster than XLA's: where it has AVX2 and FMA (and
+  ONEDNN_MAX_CPU_ISA does not cap oneDNN below them): measured with AVX2 (0.936 in the UNet step) and AVX-512, not
+  on older vector units."""
   cap = os.environ.get('ONEDNN_MAX_CPU_ISA', os.environ.get('DNNL_MAX_CPU_ISA', 'ALL')).upper()
-  if cap != 'ALL' and 'AVX512' not in cap and 'AMX' not in cap:
+  if cap != 'ALL' and not any(isa in cap for isa in ('AVX2', 'AVX512', 'AMX')):
     return False
   try:
     with open('/proc/cpuinfo') as f:
       flags = next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
   except OSError:
     return False
-  return {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'} <= set(flags)
+  return {'avx2', 'fma'} <= set(flags)
 
 
 def usable_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> bool:
-  """Whether `conv` should take these: as `usable_kernel_grad`, a kernel larger than 1x1, and a CPU where oneDNN's
-  forward convs pay off."""
+  """Whether `conv` should take these: as `usable_kernel_grad`, a kernel larger than 1x1 (1x1 convs through oneDNN
+  were no faster in the UNet step: B/A 0.988, inside the noise), and a CPU where oneDNN's forward convs pay off."""
   out_hw = lax.conv_general_shape_tuple(x.shape, kernel.shape, strides, padding, DIMS)[1:3]
   return kernel.shape[0] * kernel.shape[1] > 1 and forward_convs_pay_off() and _worth_it((x, kernel), out_hw)
 
