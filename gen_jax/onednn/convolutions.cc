@@ -80,23 +80,39 @@ std::shared_ptr<const Plan> Cached(const Key& key) {
   return plan;
 }
 
+// A plan's kernel operand: XLA's HWIO buffer, or (where oneDNN picked its own layout) a copy reordered into it in
+// each call.
+struct KernelOperand {
+  void Init(const dnnl::memory::desc& hwio_desc, const dnnl::memory::desc& chosen) {
+    hwio = hwio_desc;
+    blocked = chosen;
+    if (blocked != hwio) from_hwio = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), hwio, Engine(), blocked));
+  }
+  dnnl::memory Get(dnnl::stream& stream, const float* data) const {
+    auto given = dnnl::memory(hwio, Engine(), const_cast<float*>(data));
+    if (blocked == hwio) return given;
+    auto reordered = dnnl::memory(blocked, Engine());
+    from_hwio.execute(stream, given, reordered);
+    return reordered;
+  }
+  dnnl::memory::desc hwio, blocked;
+  dnnl::reorder from_hwio;
+};
+
 struct ConvPlan {
   // The kernel in the layout oneDNN picks, reordered from HWIO in each call: with HWIO, oneDNN 3.2 took its im2col +
   // GEMM form at AVX2 (the UNet step 1.19x slower than XLA's convs; blocked: 0.94x) and as fast a form with AVX-512.
-  explicit ConvPlan(const Geometry& g) : x(g.x()), y(g.y()), kernel(g.hwio()) {
+  explicit ConvPlan(const Geometry& g) : x(g.x()), y(g.y()) {
     const auto pd = dnnl::convolution_forward::primitive_desc(
         Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x, g.any_kernel(), y,
         g.strides, g.pad_l, g.pad_r, UserScratchpad());
     primitive = dnnl::convolution_forward(pd);
     scratchpad = pd.scratchpad_desc();
-    blocked = pd.weights_desc();
-    needs_reorder = blocked != kernel;
-    if (needs_reorder) from_hwio = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), kernel, Engine(), blocked));
+    kernel.Init(g.hwio(), pd.weights_desc());
   }
-  dnnl::memory::desc x, y, kernel, scratchpad, blocked;
+  dnnl::memory::desc x, y, scratchpad;
+  KernelOperand kernel;
   dnnl::convolution_forward primitive;
-  bool needs_reorder = false;
-  dnnl::reorder from_hwio;
 };
 
 struct KernelGradPlan {
@@ -124,8 +140,8 @@ struct InputGradPlan {
   // The kernel in oneDNN's own layout (reordered from HWIO in each call) where dx has 16 or more channels: oneDNN then
   // picks its direct strided kernels, with HWIO its im2col + GEMM form (alone, batch 64, 4x4 s2: 0.47-0.65x XLA's
   // time against 0.68-1.03x); with 3 channels the GEMM form was the faster (0.69x against 1.6x).
-  explicit InputGradPlan(const Geometry& g) : dx(g.x()), g(g.y()), kernel(g.hwio()) {
-    const auto weights = g.ci >= 16 ? g.any_kernel() : kernel;
+  explicit InputGradPlan(const Geometry& g) : dx(g.x()), g(g.y()) {
+    const auto weights = g.ci >= 16 ? g.any_kernel() : g.hwio();
     const auto forward = dnnl::convolution_forward::primitive_desc(
         Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, dx, weights, this->g,
         g.strides, g.pad_l, g.pad_r);
@@ -134,14 +150,11 @@ struct InputGradPlan {
         UserScratchpad());
     primitive = dnnl::convolution_backward_data(pd);
     scratchpad = pd.scratchpad_desc();
-    blocked = pd.weights_desc();
-    needs_reorder = blocked != kernel;
-    if (needs_reorder) from_hwio = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), kernel, Engine(), blocked));
+    kernel.Init(g.hwio(), pd.weights_desc());
   }
-  dnnl::memory::desc dx, g, kernel, scratchpad, blocked;
+  dnnl::memory::desc dx, g, scratchpad;
+  KernelOperand kernel;
   dnnl::convolution_backward_data primitive;
-  bool needs_reorder = false;
-  dnnl::reorder from_hwio;
 };
 
 dnnl::memory Wrap(const dnnl::memory::desc& desc, const float* data) {
@@ -224,14 +237,8 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
     const auto plan = Cached<ConvPlan>(ChunkKey(size, xd, kd, yd, attrs));
     dnnl::stream stream(Engine());
     std::vector<uint8_t> scratch(plan->scratchpad.get_size());
-    auto weights = Wrap(plan->kernel, kernel_data);
-    if (plan->needs_reorder) {
-      auto blocked = dnnl::memory(plan->blocked, Engine());
-      plan->from_hwio.execute(stream, weights, blocked);
-      weights = blocked;
-    }
     plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->x, x_data + first * x_per_image)},
-                                     {DNNL_ARG_WEIGHTS, weights},
+                                     {DNNL_ARG_WEIGHTS, plan->kernel.Get(stream, kernel_data)},
                                      {DNNL_ARG_DST, Wrap(plan->y, y_data + first * y_per_image)},
                                      {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
     stream.wait();
@@ -292,14 +299,8 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<
     const auto plan = Cached<InputGradPlan>(ChunkKey(size, xd, kd, gd, attrs));
     dnnl::stream stream(Engine());
     std::vector<uint8_t> scratch(plan->scratchpad.get_size());
-    auto weights = Wrap(plan->kernel, kernel_data);
-    if (plan->needs_reorder) {
-      auto blocked = dnnl::memory(plan->blocked, Engine());
-      plan->from_hwio.execute(stream, weights, blocked);
-      weights = blocked;
-    }
     plan->primitive.execute(stream, {{DNNL_ARG_DIFF_DST, Wrap(plan->g, g_data + first * g_per_image)},
-                                     {DNNL_ARG_WEIGHTS, weights},
+                                     {DNNL_ARG_WEIGHTS, plan->kernel.Get(stream, kernel_data)},
                                      {DNNL_ARG_DIFF_SRC, Wrap(plan->dx, dx_data + first * x_per_image)},
                                      {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
     stream.wait();
