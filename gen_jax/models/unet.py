@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax.models.attention import attention
-from gen_jax.models.layers import Conv, GroupNorm, silu
+from gen_jax.models.layers import Conv
+from gen_jax.models.norms import GroupNorm, silu
 from gen_jax.models.resample import UpsampleConv
 
 # TF `default_init`: variance scaling over fan_avg, uniform; biases zero.

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax import distributions
-from gen_jax.models.layers import Conv, ConvTranspose, silu
+from gen_jax.models.layers import Conv, ConvTranspose
+from gen_jax.models.norms import silu
 
 # Output channels per image channel that each likelihood needs from the decoder.
 LIKELIHOOD_PARAMS = {'bernoulli': 1, 'logistic': 2, 'gaussian': 2}
