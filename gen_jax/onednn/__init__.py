@@ -113,7 +113,7 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strid
   """dL/dkernel [kh kw ci co] of an NHWC/HWIO conv with x [b h w ci] and g = dL/dout [b oh ow co]: oneDNN's on the
   CPU, XLA's elsewhere and where oneDNN does not load."""
   args = tuple(kernel_shape), tuple(strides), tuple(map(tuple, padding))
-  return _kernel_grad(x, g, *args) if build.load() else xla_kernel_grad(x, g, *args)
+  return _bilinear(x, g, build.KERNEL_GRAD, *args) if build.load() else xla_kernel_grad(x, g, *args)
 
 
 def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
@@ -121,7 +121,9 @@ def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   """conv(x [b h w ci], kernel [kh kw ci co]) -> [b oh ow co], as `lax.conv_general_dilated` with NHWC/HWIO/NHWC:
   oneDNN's on the CPU, XLA's elsewhere and where oneDNN does not load."""
   args = tuple(strides), tuple(map(tuple, padding))
-  return _conv(x, kernel, *args) if build.load() else xla_conv(x, kernel, *args)
+  if not build.load():
+    return xla_conv(x, kernel, *args)
+  return _bilinear(x, kernel, build.CONV, lax.conv_general_shape_tuple(x.shape, kernel.shape, *args, DIMS), *args)
 
 
 def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides: tuple[int, int],
@@ -130,52 +132,31 @@ def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], stride
   (a strided conv's input gradient is a transposed conv): oneDNN's on the CPU, XLA's elsewhere and where oneDNN does
   not load."""
   args = tuple(x_shape), tuple(strides), tuple(map(tuple, padding))
-  return _input_grad(g, kernel, *args) if build.load() else xla_input_grad(g, kernel, *args)
+  return _bilinear(g, kernel, build.INPUT_GRAD, *args) if build.load() else xla_input_grad(g, kernel, *args)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _kernel_grad(x, g, kernel_shape, strides, padding):
-  fallback = functools.partial(xla_kernel_grad, kernel_shape=kernel_shape, strides=strides, padding=padding)
-  onednn = _custom_call(build.KERNEL_GRAD, kernel_shape, strides, padding, fallback)
-  return lax.platform_dependent(x, g, cpu=onednn, default=fallback)
+def _xla_twin(target: str, out_shape: tuple[int, ...], strides, padding) -> Callable:
+  """(a, b) -> XLA's own result for the custom call `target` of this geometry (each is bilinear in a and b)."""
+  if target == build.CONV:
+    return lambda x, kernel: xla_conv(x, kernel, strides, padding)
+  if target == build.KERNEL_GRAD:
+    return lambda x, g: xla_kernel_grad(x, g, out_shape, strides, padding)
+  return lambda g, kernel: xla_input_grad(g, kernel, out_shape, strides, padding)
 
 
-@_kernel_grad.defjvp
-def _kernel_grad_jvp(kernel_shape, strides, padding, primals, tangents):
-  (x, g), (dx, dg) = primals, tangents  # bilinear; the tangent map stays lax's, so reverse mode can transpose it
-  tangent = (xla_kernel_grad(dx, g, kernel_shape, strides, padding)
-             + xla_kernel_grad(x, dg, kernel_shape, strides, padding))
-  return _kernel_grad(x, g, kernel_shape, strides, padding), tangent
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _bilinear(a, b, target, out_shape, strides, padding):
+  """The custom call `target` (result shape `out_shape`) on the CPU, its XLA twin elsewhere."""
+  fallback = _xla_twin(target, out_shape, strides, padding)
+  onednn = _custom_call(target, out_shape, strides, padding, fallback)
+  return lax.platform_dependent(a, b, cpu=onednn, default=fallback)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _conv(x, kernel, strides, padding):
-  fallback = functools.partial(xla_conv, strides=strides, padding=padding)
-  out_shape = lax.conv_general_shape_tuple(x.shape, kernel.shape, strides, padding, DIMS)
-  onednn = _custom_call(build.CONV, out_shape, strides, padding, fallback)
-  return lax.platform_dependent(x, kernel, cpu=onednn, default=fallback)
-
-
-@_conv.defjvp
-def _conv_jvp(strides, padding, primals, tangents):
-  (x, kernel), (dx, dkernel) = primals, tangents
-  tangent = xla_conv(dx, kernel, strides, padding) + xla_conv(x, dkernel, strides, padding)
-  return _conv(x, kernel, strides, padding), tangent
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _input_grad(g, kernel, x_shape, strides, padding):
-  fallback = functools.partial(xla_input_grad, x_shape=x_shape, strides=strides, padding=padding)
-  onednn = _custom_call(build.INPUT_GRAD, x_shape, strides, padding, fallback)
-  return lax.platform_dependent(g, kernel, cpu=onednn, default=fallback)
-
-
-@_input_grad.defjvp
-def _input_grad_jvp(x_shape, strides, padding, primals, tangents):
-  (g, kernel), (dg, dkernel) = primals, tangents
-  tangent = (xla_input_grad(dg, kernel, x_shape, strides, padding)
-             + xla_input_grad(g, dkernel, x_shape, strides, padding))
-  return _input_grad(g, kernel, x_shape, strides, padding), tangent
+@_bilinear.defjvp
+def _bilinear_jvp(target, out_shape, strides, padding, primals, tangents):
+  (a, b), (da, db) = primals, tangents  # bilinear; the tangent map stays XLA's, so reverse mode can transpose it
+  twin = _xla_twin(target, out_shape, strides, padding)
+  return _bilinear(a, b, target, out_shape, strides, padding), twin(da, b) + twin(a, db)
 
 
 def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fallback: Callable) -> Callable:
@@ -197,8 +178,7 @@ def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fall
   def batched(axis_size, in_batched, a, b):
     if target in (build.CONV, build.INPUT_GRAD) and list(in_batched) == [True, False]:
       folded = a.reshape(-1, *a.shape[2:])  # [(n b) ...]
-      y = (_conv(folded, b, strides, padding) if target == build.CONV
-           else _input_grad(folded, b, (folded.shape[0], *out_shape[1:]), strides, padding))
+      y = _bilinear(folded, b, target, (folded.shape[0], *out_shape[1:]), strides, padding)
       return y.reshape(axis_size, -1, *y.shape[1:]), True
     a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape)) for v, batched in zip((a, b), in_batched))
     return jax.vmap(fallback)(a, b), True
