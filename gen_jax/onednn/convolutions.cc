@@ -102,15 +102,16 @@ struct KernelOperand {
 struct ConvPlan {
   // The kernel in the layout oneDNN picks, reordered from HWIO in each call: with HWIO, oneDNN 3.2 took its im2col +
   // GEMM form at AVX2 (the UNet step 1.19x slower than XLA's convs; blocked: 0.94x) and as fast a form with AVX-512.
-  explicit ConvPlan(const Geometry& g) : x(g.x()), y(g.y()) {
+  static constexpr int kIn = DNNL_ARG_SRC, kOut = DNNL_ARG_DST;  // in: x, out: y
+  explicit ConvPlan(const Geometry& g) : in(g.x()), out(g.y()) {
     const auto pd = dnnl::convolution_forward::primitive_desc(
-        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, x, g.any_kernel(), y,
+        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, in, g.any_kernel(), out,
         g.strides, g.pad_l, g.pad_r, UserScratchpad());
     primitive = dnnl::convolution_forward(pd);
     scratchpad = pd.scratchpad_desc();
     kernel.Init(g.hwio(), pd.weights_desc());
   }
-  dnnl::memory::desc x, y, scratchpad;
+  dnnl::memory::desc in, out, scratchpad;
   KernelOperand kernel;
   dnnl::convolution_forward primitive;
 };
@@ -140,19 +141,20 @@ struct InputGradPlan {
   // The kernel in oneDNN's own layout (reordered from HWIO in each call) where dx has 16 or more channels: oneDNN then
   // picks its direct strided kernels, with HWIO its im2col + GEMM form (alone, batch 64, 4x4 s2: 0.47-0.65x XLA's
   // time against 0.68-1.03x); with 3 channels the GEMM form was the faster (0.69x against 1.6x).
-  explicit InputGradPlan(const Geometry& g) : dx(g.x()), g(g.y()) {
+  static constexpr int kIn = DNNL_ARG_DIFF_DST, kOut = DNNL_ARG_DIFF_SRC;  // in: g = dL/dy, out: dL/dx
+  explicit InputGradPlan(const Geometry& g) : in(g.y()), out(g.x()) {
     const auto weights = g.ci >= 16 ? g.any_kernel() : g.hwio();
     const auto forward = dnnl::convolution_forward::primitive_desc(
-        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, dx, weights, this->g,
+        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, out, weights, in,
         g.strides, g.pad_l, g.pad_r);
     const auto pd = dnnl::convolution_backward_data::primitive_desc(
-        Engine(), dnnl::algorithm::convolution_direct, dx, weights, this->g, g.strides, g.pad_l, g.pad_r, forward,
+        Engine(), dnnl::algorithm::convolution_direct, out, weights, in, g.strides, g.pad_l, g.pad_r, forward,
         UserScratchpad());
     primitive = dnnl::convolution_backward_data(pd);
     scratchpad = pd.scratchpad_desc();
     kernel.Init(g.hwio(), pd.weights_desc());
   }
-  dnnl::memory::desc dx, g, scratchpad;
+  dnnl::memory::desc in, out, scratchpad;
   KernelOperand kernel;
   dnnl::convolution_backward_data primitive;
 };
@@ -221,6 +223,28 @@ bool ConvShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, ffi::S
   return xd.size() == 4 && kd.size() == 4 && yd.size() == 4 && xd[0] == yd[0] && xd[3] == kd[2] && kd[3] == yd[3];
 }
 
+// The forward conv and the input gradient: one operand (x, or g) and the result split over the batch, the kernel
+// shared. xd, kd, yd: the forward conv's x, kernel and y (see ConvShapes); Plan says which of x and y is which.
+template <typename Plan>
+ffi::Error KernelSharedChunks(ffi::ThreadPool& pool, const float* in, const float* kernel, float* out,
+                              ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, ffi::Span<const int64_t> yd,
+                              const std::vector<int64_t>& attrs) {
+  const bool forward = Plan::kIn == DNNL_ARG_SRC;
+  const int64_t x_per_image = xd[1] * xd[2] * xd[3], y_per_image = yd[1] * yd[2] * yd[3];
+  const int64_t in_per_image = forward ? x_per_image : y_per_image, out_per_image = forward ? y_per_image : x_per_image;
+  auto chunk = [=](int64_t, int64_t first, int64_t size) {
+    const auto plan = Cached<Plan>(ChunkKey(size, xd, kd, yd, attrs));
+    dnnl::stream stream(Engine());
+    std::vector<uint8_t> scratch(plan->scratchpad.get_size());
+    plan->primitive.execute(stream, {{Plan::kIn, Wrap(plan->in, in + first * in_per_image)},
+                                     {DNNL_ARG_WEIGHTS, plan->kernel.Get(stream, kernel)},
+                                     {Plan::kOut, Wrap(plan->out, out + first * out_per_image)},
+                                     {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
+    stream.wait();
+  };
+  return InChunks(pool, xd[0], ChunksFor(xd[0], pool), chunk);
+}
+
 ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                  ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                  int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
@@ -228,22 +252,8 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   if (!ConvShapes(xd, kd, yd)) {
     return ffi::Error::InvalidArgument("gen_jax oneDNN conv: expected x [b h w ci], kernel [kh kw ci co], result [b oh ow co]");
   }
-  const std::vector<int64_t> attrs{stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right};
-  const int64_t batch = xd[0], x_per_image = xd[1] * xd[2] * xd[3], y_per_image = yd[1] * yd[2] * yd[3];
-  const float* x_data = x.typed_data();
-  const float* kernel_data = kernel.typed_data();
-  float* y_data = y->typed_data();
-  auto chunk = [=](int64_t, int64_t first, int64_t size) {
-    const auto plan = Cached<ConvPlan>(ChunkKey(size, xd, kd, yd, attrs));
-    dnnl::stream stream(Engine());
-    std::vector<uint8_t> scratch(plan->scratchpad.get_size());
-    plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->x, x_data + first * x_per_image)},
-                                     {DNNL_ARG_WEIGHTS, plan->kernel.Get(stream, kernel_data)},
-                                     {DNNL_ARG_DST, Wrap(plan->y, y_data + first * y_per_image)},
-                                     {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
-    stream.wait();
-  };
-  return InChunks(pool, batch, ChunksFor(batch, pool), chunk);
+  return KernelSharedChunks<ConvPlan>(pool, x.typed_data(), kernel.typed_data(), y->typed_data(), xd, kd, yd,
+                                      {stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right});
 }
 
 ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
@@ -290,22 +300,8 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<
   if (!ConvShapes(xd, kd, gd)) {
     return ffi::Error::InvalidArgument("gen_jax oneDNN input gradient: expected g [b oh ow co], kernel [kh kw ci co], result [b h w ci]");
   }
-  const std::vector<int64_t> attrs{stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right};
-  const int64_t batch = xd[0], x_per_image = xd[1] * xd[2] * xd[3], g_per_image = gd[1] * gd[2] * gd[3];
-  const float* g_data = g.typed_data();
-  const float* kernel_data = kernel.typed_data();
-  float* dx_data = dx->typed_data();
-  auto chunk = [=](int64_t, int64_t first, int64_t size) {
-    const auto plan = Cached<InputGradPlan>(ChunkKey(size, xd, kd, gd, attrs));
-    dnnl::stream stream(Engine());
-    std::vector<uint8_t> scratch(plan->scratchpad.get_size());
-    plan->primitive.execute(stream, {{DNNL_ARG_DIFF_DST, Wrap(plan->g, g_data + first * g_per_image)},
-                                     {DNNL_ARG_WEIGHTS, plan->kernel.Get(stream, kernel_data)},
-                                     {DNNL_ARG_DIFF_SRC, Wrap(plan->dx, dx_data + first * x_per_image)},
-                                     {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
-    stream.wait();
-  };
-  return InChunks(pool, batch, ChunksFor(batch, pool), chunk);
+  return KernelSharedChunks<InputGradPlan>(pool, g.typed_data(), kernel.typed_data(), dx->typed_data(), xd, kd, gd,
+                                           {stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right});
 }
 
 }  // namespace
