@@ -122,6 +122,13 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel: jax.Array, strides, padding,
   return onednn.xla_kernel_grad(x, g, kernel.shape, strides, padding)
 
 
+def forward_conv(x: jax.Array, kernel: jax.Array, strides, padding, use_onednn: bool) -> jax.Array:
+  """conv(x, kernel): oneDNN's where `use_onednn` and it pays off (`onednn.usable_conv`), else lax's."""
+  if use_onednn and onednn.usable_conv(x, kernel, strides, padding):
+    return onednn.conv(x, kernel, strides, padding)
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
+
+
 def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides, padding,
                use_onednn: bool) -> jax.Array:
   """dL/dx of conv(x, kernel) given dL/dout g (a transposed conv): oneDNN's backward-data conv where `use_onednn` and
@@ -155,9 +162,7 @@ def _conv2d_traced_once(x, kernel, strides, padding, use_onednn):
 def _conv2d(x, kernel, strides, padding, use_onednn):
   """use_onednn: (for the forward conv, for the kernel gradient, for a strided conv's input gradient), read from the
   forms where the trace began."""
-  if use_onednn[0] and onednn.usable_conv(x, kernel, strides, padding):
-    return onednn.conv(x, kernel, strides, padding)
-  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
+  return forward_conv(x, kernel, strides, padding, use_onednn[0])
 
 
 def _conv2d_fwd(x, kernel, strides, padding, use_onednn):
@@ -266,10 +271,7 @@ def _adjoint_conv_transpose_bwd(strides, padding, phases, residuals, g):
     # (oneDNN where the forms allow and it pays off).
     chosen = forms()
     flipped = jnp.swapaxes(kernel, 2, 3)[::-1, ::-1]
-    if chosen.onednn_forward_convs and onednn.usable_conv(g, flipped, strides, conv_pads):
-      dx = onednn.conv(g, flipped, strides, conv_pads)
-    else:
-      dx = lax.conv_general_dilated(g, flipped, strides, conv_pads, dimension_numbers=DIMS)
+    dx = forward_conv(g, flipped, strides, conv_pads, chosen.onednn_forward_convs)
     d_flipped = kernel_grad(g, x, flipped, strides, conv_pads, chosen.onednn_kernel_grads)
     return dx, jnp.swapaxes(d_flipped, 2, 3)[::-1, ::-1]
 
