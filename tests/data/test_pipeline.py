@@ -165,6 +165,20 @@ def test_random_flip_flips_some_images_deterministically():
   assert not np.array_equal(masks, np.stack([flipped_mask(source, e) for e in take(other, 4)]))
 
 
+def test_flips_leave_the_source_unchanged_and_do_not_depend_on_captions():
+  """Flips are applied in place to each batch grain stacked: the source's images must stay as they were."""
+  source = tiny_source(16)
+  before = source.images.copy()
+  kwargs = dict(seed=4, global_batch_size=1, steps_per_call=1, random_flip=True)  # batches of one record
+  flips = make_train_dataset(source, **kwargs)
+  captioned = make_train_dataset(source, caption_templates=3, **kwargs)
+  masks = [flipped_mask(source, flips[k]) for k in range(32)]
+  assert any(mask.any() for mask in masks)
+  np.testing.assert_array_equal(source.images, before)
+  for k in range(32):
+    np.testing.assert_array_equal(captioned[k]['image'], flips[k]['image'])
+
+
 def test_no_flips_without_random_flip():
   source = tiny_source(16)
   dataset = make_train_dataset(source, seed=4, global_batch_size=8, steps_per_call=2, random_flip=False)
