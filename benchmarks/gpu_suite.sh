@@ -5,10 +5,12 @@
 #
 #   bash benchmarks/gpu_suite.sh 2>&1 | tee $OUT/gpu_suite.log   # on the GPU machine (python3 with jax[cuda], flax,
 #                                           # optax, ...); the device tool's reply keeps only the output's last 12k chars
+#   (first, here: bash benchmarks/gpu_wheels.sh, and carry [".whl", ".peers"]: the suite installs .whl/ itself)
 #   bash benchmarks/gpu_suite.sh --smoke    # tiny shapes, a few steps, any backend: checks the suite runs (tests)
 #
 # Env: PY (python, default python3 or .venv/bin/python), OLD (a checkout of older gen_jax: its train-step figures
-# are printed beside the current ones, same machine, same call), PEERS (a copy of ../shared/peers: PyTorch peers).
+# are printed beside the current ones, same machine, same call), PEERS (a copy of ../shared/peers: PyTorch peers;
+# default .peers/ where gpu_wheels.sh made it), SITE (where .whl/ is installed, default /tmp/site).
 # Sections: 1 ddpm_cifar training at batch 128, float32 (with its cold compile and where XLA spent it) vs the
 # bfloat16 policy, remat peak memory; 2 its step's compile from the persistent cache and from gen_jax's step cache, and
 # cold without autotuning; 3 DDIM-50 sampling throughput -> minutes for 50k FID
@@ -20,6 +22,14 @@ cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+# carried by benchmarks/gpu_wheels.sh: what the GPU image lacks (installed only where $PY lacks it)
+if compgen -G ".whl/*.whl" >/dev/null && ! "$PY" -c 'import ml_collections, clu, grain' 2>/dev/null; then
+  SITE=${SITE:-/tmp/site}
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+      || { echo "installing .whl/ failed"; exit 1; }
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+[ -z "${PEERS:-}" ] && [ -d .peers ] && PEERS=$PWD/.peers
 failures=0
 j() {  # one benchmark: its last SHOW lines (default 2: readable + JSON) and its seconds; a failure is reported and
   local title=$1 start=$SECONDS; shift  # counted, the suite goes on
