@@ -108,9 +108,8 @@ def step_key(config, family: Family, mesh, args: tuple) -> str:
 def _custom_calls(mesh) -> str:
   """The library behind the step's custom calls (oneDNN's CPU convolutions; '' if none), loaded now: a step whose
   executable calls it needs its FFI targets registered before it loads, and a rebuilt library is a new key."""
-  chosen = forms.forms()
-  if mesh.devices.flat[0].platform != 'cpu' or not (chosen.onednn_kernel_grads or chosen.onednn_forward_convs
-                                                              or chosen.onednn_input_grads):
+  chosen = dataclasses.asdict(forms.forms())
+  if mesh.devices.flat[0].platform != 'cpu' or not any(on for name, on in chosen.items() if name.startswith('onednn_')):
     return ''
   return os.path.basename(onednn_build.loaded_library())
 

@@ -28,13 +28,14 @@ class Forms:
   onednn_forward_convs: bool = True  # conv2d's forward convs (also its stride-1 input gradients) likewise
   # strided convs' input gradients and transposed convs (the same map) likewise, as oneDNN's backward-data conv
   onednn_input_grads: bool = True
+  onednn_matmuls: bool = True  # attention's batched matmuls (float32, CPU) through oneDNN where it loads, else XLA's
 
 
 XLA_CPU = Forms()
 LAX = Forms(phase_transposed_convs=False, adjoint_transposed_vjps=False, custom_conv_vjps=False,
             custom_group_norm=False, tanh_silu=False, subpixel_upsample_convs=False,
             custom_attention_vjp=False, onednn_kernel_grads=False,
-            onednn_forward_convs=False, onednn_input_grads=False)
+            onednn_forward_convs=False, onednn_input_grads=False, onednn_matmuls=False)
 NAMED = {'xla_cpu': XLA_CPU, 'lax': LAX}
 # The GPU and TPU keep the CPU's forms until they are timed against LAX there (benchmarks/gpu_suite.sh times both).
 BY_BACKEND = {'cpu': XLA_CPU}

@@ -1,5 +1,5 @@
-"""Convolutions on the CPU through oneDNN, the library PyTorch's CPU convolutions use: the forward conv, dL/dx and
-dL/dkernel.
+"""Convolutions and batched matmuls on the CPU through oneDNN, the library PyTorch's CPU convolutions use: the forward
+conv, dL/dx and dL/dkernel, and attention's matmuls.
 
 Why: on a 2-core Intel Sapphire Rapids the DDPM UNet step (ch 64, batch 16) spent 260 ms in XLA:CPU's kernel-gradient
 convolutions against 211 ms in PyTorch's, the whole of its 2% gap to the PyTorch peer: XLA's (Eigen's) version first
@@ -17,11 +17,15 @@ conv (also a transposed conv's forward: the same map) took 0.45-0.72x XLA's time
 CPU: DCGAN D+G step B/A 0.815 (AVX2 cap 0.906), WGAN-GP 5:1 iteration (DCGAN-style nets) 0.922
 (benchmarks/RESULTS.md).
 
-All three run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
-float32 on the CPU only: they lower to XLA's own convolutions on other platforms, under vmap (except a forward conv
-vmapped over its input only, folded into the batch) and where oneDNN is unavailable (`usable_*` say where oneDNN is
-worth taking). Their derivatives (autodiff of the forward conv outside a custom_vjp; a gradient penalty
-differentiating a kernel gradient) are lax's: both are bilinear.
+Attention's batched matmuls (`matmul`; q k^T, w v and the four of the backward) ran 1.5-2.7x faster alone than XLA's
+dots (YNNPACK: slowest where an operand is read transposed), the UNet's attention block fwd + bwd 0.90x the time, the
+steps 0.98-0.99x (benchmarks/RESULTS.md).
+
+All four run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
+float32 on the CPU only: they lower to XLA's own convolutions and dots on other platforms, under vmap (except a
+forward conv vmapped over its input only, or a matmul over both operands, folded into the batch) and where oneDNN is
+unavailable (`usable_*` say where oneDNN is worth taking). Their derivatives (autodiff of the forward conv outside a
+custom_vjp; a gradient penalty differentiating a kernel gradient) are lax's: all are bilinear.
 """
 
 from __future__ import annotations
@@ -112,18 +116,20 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], strid
                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """dL/dkernel [kh kw ci co] of an NHWC/HWIO conv with x [b h w ci] and g = dL/dout [b oh ow co]: oneDNN's on the
   CPU, XLA's elsewhere and where oneDNN does not load."""
-  args = tuple(kernel_shape), tuple(strides), tuple(map(tuple, padding))
-  return _bilinear(x, g, build.KERNEL_GRAD, *args) if build.load() else xla_kernel_grad(x, g, *args)
+  params = tuple(strides), tuple(map(tuple, padding))
+  if not build.load():
+    return xla_kernel_grad(x, g, tuple(kernel_shape), *params)
+  return _bilinear(x, g, build.KERNEL_GRAD, tuple(kernel_shape), params)
 
 
 def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
          padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """conv(x [b h w ci], kernel [kh kw ci co]) -> [b oh ow co], as `lax.conv_general_dilated` with NHWC/HWIO/NHWC:
   oneDNN's on the CPU, XLA's elsewhere and where oneDNN does not load."""
-  args = tuple(strides), tuple(map(tuple, padding))
+  params = tuple(strides), tuple(map(tuple, padding))
   if not build.load():
-    return xla_conv(x, kernel, *args)
-  return _bilinear(x, kernel, build.CONV, lax.conv_general_shape_tuple(x.shape, kernel.shape, *args, DIMS), *args)
+    return xla_conv(x, kernel, *params)
+  return _bilinear(x, kernel, build.CONV, lax.conv_general_shape_tuple(x.shape, kernel.shape, *params, DIMS), params)
 
 
 def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], strides: tuple[int, int],
@@ -131,54 +137,89 @@ def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], stride
   """dL/dx [b h w ci] of an NHWC/HWIO conv of x [b h w ci] with kernel [kh kw ci co], given g = dL/dout [b oh ow co]
   (a strided conv's input gradient is a transposed conv): oneDNN's on the CPU, XLA's elsewhere and where oneDNN does
   not load."""
-  args = tuple(x_shape), tuple(strides), tuple(map(tuple, padding))
-  return _bilinear(g, kernel, build.INPUT_GRAD, *args) if build.load() else xla_input_grad(g, kernel, *args)
+  params = tuple(strides), tuple(map(tuple, padding))
+  if not build.load():
+    return xla_input_grad(g, kernel, tuple(x_shape), *params)
+  return _bilinear(g, kernel, build.INPUT_GRAD, tuple(x_shape), params)
 
 
-def _xla_twin(target: str, out_shape: tuple[int, ...], strides, padding) -> Callable:
+def xla_matmul(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool) -> jax.Array:
+  """[B M N] = op(a) op(b), op(a) = a [B M K] or, with trans_a, a [B K M] transposed (likewise b [B K N] / [B N K])."""
+  return jnp.einsum(('bkm' if trans_a else 'bmk') + ',' + ('bnk' if trans_b else 'bkn') + '->bmn', a, b)
+
+
+def usable_matmul(a: jax.Array, b: jax.Array) -> bool:
+  """Whether `matmul` should take these: float32, non-empty, the CPU the default backend, oneDNN loads here."""
+  return (all(v.dtype == jnp.float32 and v.size > 0 and v.ndim == 3 for v in (a, b))
+          and jax.default_backend() == 'cpu' and build.load())
+
+
+def matmul(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
+  """Batched matmul as `xla_matmul` (operands stored transposed where trans_a / trans_b: no copy made): oneDNN's on
+  the CPU, XLA's elsewhere and where oneDNN does not load."""
+  params = bool(trans_a), bool(trans_b)
+  if not build.load():
+    return xla_matmul(a, b, *params)
+  out_shape = (a.shape[0], a.shape[2] if trans_a else a.shape[1], b.shape[1] if trans_b else b.shape[2])
+  return _bilinear(a, b, build.MATMUL, out_shape, params)
+
+
+def _xla_twin(target: str, out_shape: tuple[int, ...], params) -> Callable:
   """(a, b) -> XLA's own result for the custom call `target` of this geometry (each is bilinear in a and b)."""
+  if target == build.MATMUL:
+    return lambda a, b: xla_matmul(a, b, *params)
   if target == build.CONV:
-    return lambda x, kernel: xla_conv(x, kernel, strides, padding)
+    return lambda x, kernel: xla_conv(x, kernel, *params)
   if target == build.KERNEL_GRAD:
-    return lambda x, g: xla_kernel_grad(x, g, out_shape, strides, padding)
-  return lambda g, kernel: xla_input_grad(g, kernel, out_shape, strides, padding)
+    return lambda x, g: xla_kernel_grad(x, g, out_shape, *params)
+  return lambda g, kernel: xla_input_grad(g, kernel, out_shape, *params)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
-def _bilinear(a, b, target, out_shape, strides, padding):
-  """The custom call `target` (result shape `out_shape`) on the CPU, its XLA twin elsewhere."""
-  fallback = _xla_twin(target, out_shape, strides, padding)
-  onednn = _custom_call(target, out_shape, strides, padding, fallback)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _bilinear(a, b, target, out_shape, params):
+  """The custom call `target` (result shape `out_shape`; `params`: a conv's (strides, padding) or a matmul's
+  (trans_a, trans_b)) on the CPU, its XLA twin elsewhere."""
+  fallback = _xla_twin(target, out_shape, params)
+  onednn = _custom_call(target, out_shape, params, fallback)
   return lax.platform_dependent(a, b, cpu=onednn, default=fallback)
 
 
 @_bilinear.defjvp
-def _bilinear_jvp(target, out_shape, strides, padding, primals, tangents):
+def _bilinear_jvp(target, out_shape, params, primals, tangents):
   (a, b), (da, db) = primals, tangents  # bilinear; the tangent map stays XLA's, so reverse mode can transpose it
-  twin = _xla_twin(target, out_shape, strides, padding)
-  return _bilinear(a, b, target, out_shape, strides, padding), twin(da, b) + twin(a, db)
+  twin = _xla_twin(target, out_shape, params)
+  return _bilinear(a, b, target, out_shape, params), twin(da, b) + twin(a, db)
 
 
-def _custom_call(target: str, out_shape: tuple[int, ...], strides, padding, fallback: Callable) -> Callable:
+def _ffi_attributes(target: str, params) -> dict[str, int]:
+  if target == build.MATMUL:
+    return {'trans_a': int(params[0]), 'trans_b': int(params[1])}
+  (stride_h, stride_w), ((top, bottom), (left, right)) = params
+  return dict(stride_h=int(stride_h), stride_w=int(stride_w), pad_top=int(top), pad_bottom=int(bottom),
+              pad_left=int(left), pad_right=int(right))
+
+
+def _custom_call(target: str, out_shape: tuple[int, ...], params, fallback: Callable) -> Callable:
   """(a, b) -> the custom call's result for one geometry, with a vmap rule: a forward conv (or input gradient)
   vmapped over its first operand only (the samplers run one example at a time under vmap) folds the vmapped axis into
-  the batch and stays one custom call, as lax's own batching rule does; anything else (per-example kernel gradients,
-  the VAE's per-example losses; per-example kernels) gets XLA's own batched convolution (`fallback`), as before
-  oneDNN."""
-  (top, bottom), (left, right) = padding
+  the batch and stays one custom call, as lax's own batching rule does, and so does a matmul vmapped over both
+  operands; anything else (per-example kernel gradients, the VAE's per-example losses; per-example kernels) gets
+  XLA's own batched op (`fallback`), as before oneDNN."""
   call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32))
+  attributes = _ffi_attributes(target, params)
 
   @jax.custom_batching.custom_vmap
   def onednn(a, b):
-    result = call(a, b, stride_h=int(strides[0]), stride_w=int(strides[1]), pad_top=int(top),
-                  pad_bottom=int(bottom), pad_left=int(left), pad_right=int(right))
-    return parallel.varying_like(result, a, b)  # per device under shard_map, as XLA's own would be
+    return parallel.varying_like(call(a, b, **attributes), a, b)  # per device under shard_map, as XLA's own would be
 
   @onednn.def_vmap
   def batched(axis_size, in_batched, a, b):
-    if target in (build.CONV, build.INPUT_GRAD) and list(in_batched) == [True, False]:
-      folded = a.reshape(-1, *a.shape[2:])  # [(n b) ...]
-      y = _bilinear(folded, b, target, (folded.shape[0], *out_shape[1:]), strides, padding)
+    folds = ([True, False] if target in (build.CONV, build.INPUT_GRAD) else
+             [True, True] if target == build.MATMUL else None)
+    if list(in_batched) == folds:
+      a = a.reshape(-1, *a.shape[2:])  # [(n b) ...]
+      b = b.reshape(-1, *b.shape[2:]) if target == build.MATMUL else b
+      y = _bilinear(a, b, target, (a.shape[0], *out_shape[1:]), params)
       return y.reshape(axis_size, -1, *y.shape[1:]), True
     a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape)) for v, batched in zip((a, b), in_batched))
     return jax.vmap(fallback)(a, b), True

@@ -29,7 +29,9 @@ import jax
 
 # FFI target names the custom calls use -> the library's handler symbols
 CONV, KERNEL_GRAD, INPUT_GRAD = 'gen_jax_onednn_conv', 'gen_jax_onednn_kernel_grad', 'gen_jax_onednn_input_grad'
-_SYMBOLS = {CONV: 'GenJaxOnednnConv', KERNEL_GRAD: 'GenJaxOnednnKernelGrad', INPUT_GRAD: 'GenJaxOnednnInputGrad'}
+MATMUL = 'gen_jax_onednn_matmul'
+_SYMBOLS = {CONV: 'GenJaxOnednnConv', KERNEL_GRAD: 'GenJaxOnednnKernelGrad', INPUT_GRAD: 'GenJaxOnednnInputGrad',
+            MATMUL: 'GenJaxOnednnMatmul'}
 SOURCE = pathlib.Path(__file__).with_name('convolutions.cc')
 
 

@@ -1,7 +1,8 @@
 // NHWC x HWIO -> NHWC convolutions through oneDNN (the library PyTorch's CPU convolutions use), as XLA FFI handlers
-// for the CPU: the forward conv, dL/dx and dL/dkernel. Why: for the DDPM UNet's shapes XLA:CPU's (Eigen's) kernel
-// gradient ran 1.6-4x slower than oneDNN's (it first copies x to [c h w b]), its 3x3 forward conv 1.2-1.4x slower
-// and a strided conv's input gradient 1.4-1.9x slower; see gen_jax/onednn/__init__.py.
+// for the CPU: the forward conv, dL/dx and dL/dkernel; and attention's batched matmul (GenJaxOnednnMatmul, below).
+// Why: for the DDPM UNet's shapes XLA:CPU's (Eigen's) kernel gradient ran 1.6-4x slower than oneDNN's (it first copies
+// x to [c h w b]), its 3x3 forward conv 1.2-1.4x slower, a strided conv's input gradient 1.4-1.9x slower and
+// attention's batched dots 1.5-2.7x; see gen_jax/onednn/__init__.py.
 //
 // GenJaxOnednnConv: x [b h w ci], kernel [kh kw ci co] -> y [b oh ow co]. GenJaxOnednnKernelGrad: x [b h w ci],
 // g = dL/dy [b oh ow co] -> dL/dkernel [kh kw ci co] (kh, kw from the result's shape). GenJaxOnednnInputGrad:
@@ -67,15 +68,15 @@ dnnl::primitive_attr UserScratchpad() {
   return attr;
 }
 
-// Each plan type's primitives, created once per geometry.
-template <typename Plan>
+// Each plan type's primitives, created once per geometry (Shape: how the plan reads its key).
+template <typename Plan, typename Shape = Geometry>
 std::shared_ptr<const Plan> Cached(const Key& key) {
   static std::mutex mutex;
   static std::map<Key, std::shared_ptr<const Plan>> plans;
   std::lock_guard<std::mutex> lock(mutex);
   auto found = plans.find(key);
   if (found != plans.end()) return found->second;
-  auto plan = std::make_shared<const Plan>(Geometry(key));
+  auto plan = std::make_shared<const Plan>(Shape(key));
   plans.emplace(key, plan);
   return plan;
 }
@@ -202,7 +203,7 @@ ffi::Error InChunks(ffi::ThreadPool& pool, int64_t batch, int64_t chunks,
   work->Claim();
   std::unique_lock<std::mutex> lock(work->mutex);
   work->all_done.wait(lock, [&] { return work->done.load() == work->chunks; });
-  if (!work->error.empty()) return ffi::Error::Internal("gen_jax oneDNN convolution: " + work->error);
+  if (!work->error.empty()) return ffi::Error::Internal("gen_jax oneDNN: " + work->error);
   return ffi::Error::Success();
 }
 
@@ -304,6 +305,54 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<
                                            {stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right});
 }
 
+// One chunk of a batched matmul: a [b m k] (trans_a: stored [b k m]) x w [b k n] (trans_b: stored [b n k]) -> c
+// [b m n]. The transposed operands are read in place through strides (XLA's dots were slowest on those: 2.7x).
+struct MatmulShape {
+  explicit MatmulShape(const Key& key)
+      : b(key[0]), m(key[1]), k(key[2]), n(key[3]), trans_a(key[4]), trans_b(key[5]) {}
+  int64_t b, m, k, n;
+  bool trans_a, trans_b;
+};
+
+struct MatmulPlan {
+  explicit MatmulPlan(const MatmulShape& s)
+      : a({s.b, s.m, s.k}, dt::f32, s.trans_a ? dims{s.m * s.k, 1, s.m} : dims{s.m * s.k, s.k, 1}),
+        w({s.b, s.k, s.n}, dt::f32, s.trans_b ? dims{s.k * s.n, 1, s.k} : dims{s.k * s.n, s.n, 1}),
+        c({s.b, s.m, s.n}, dt::f32, tag::abc) {
+    const auto pd = dnnl::matmul::primitive_desc(Engine(), a, w, c, UserScratchpad());
+    primitive = dnnl::matmul(pd);
+    scratchpad = pd.scratchpad_desc();
+  }
+  dnnl::memory::desc a, w, c, scratchpad;
+  dnnl::matmul primitive;
+};
+
+ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> c,
+                  int64_t trans_a, int64_t trans_b) {
+  const auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
+  if (ad.size() != 3 || bd.size() != 3 || cd.size() != 3 || ad[0] != cd[0] || bd[0] != cd[0]) {
+    return ffi::Error::InvalidArgument("gen_jax oneDNN matmul: expected a [B M K], b [B K N], result [B M N]");
+  }
+  const int64_t batch = cd[0], m = cd[1], n = cd[2], k = trans_a ? ad[1] : ad[2];
+  if ((trans_a ? ad[2] : ad[1]) != m || (trans_b ? bd[2] : bd[1]) != k || (trans_b ? bd[1] : bd[2]) != n) {
+    return ffi::Error::InvalidArgument("gen_jax oneDNN matmul: operand shapes do not match the result");
+  }
+  const float* a_data = a.typed_data();
+  const float* b_data = b.typed_data();
+  float* c_data = c->typed_data();
+  auto chunk = [=](int64_t, int64_t first, int64_t size) {
+    const auto plan = Cached<MatmulPlan, MatmulShape>({size, m, k, n, trans_a, trans_b});
+    dnnl::stream stream(Engine());
+    std::vector<uint8_t> scratch(plan->scratchpad.get_size());
+    plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->a, a_data + first * m * k)},
+                                     {DNNL_ARG_WEIGHTS, Wrap(plan->w, b_data + first * k * n)},
+                                     {DNNL_ARG_DST, Wrap(plan->c, c_data + first * m * n)},
+                                     {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
+    stream.wait();
+  };
+  return InChunks(pool, batch, ChunksFor(batch, pool), chunk);
+}
+
 }  // namespace
 
 // All three: two f32 operands ((x, kernel), (x, g) or (g, kernel)) -> the result, with the forward conv's strides and
@@ -324,3 +373,12 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenJaxOnednnConv, Conv, GEN_JAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenJaxOnednnKernelGrad, KernelGrad, GEN_JAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenJaxOnednnInputGrad, InputGrad, GEN_JAX_CONV_BINDING);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GenJaxOnednnMatmul, Matmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("trans_a")
+                                  .Attr<int64_t>("trans_b"));

@@ -301,6 +301,8 @@ def test_the_step_key_loads_the_library_whenever_a_form_calls_it():
   mesh = parallel.make_mesh()
   forward_only = dataclasses.replace(layers.XLA_CPU, onednn_kernel_grads=False)
   input_grads_only = dataclasses.replace(layers.LAX, onednn_input_grads=True)
-  for chosen, named in ((layers.XLA_CPU, True), (forward_only, True), (input_grads_only, True), (layers.LAX, False)):
+  matmuls_only = dataclasses.replace(layers.LAX, onednn_matmuls=True)
+  for chosen, named in ((layers.XLA_CPU, True), (forward_only, True), (input_grads_only, True), (matmuls_only, True),
+                        (layers.LAX, False)):
     with layers.use_forms(chosen):
       assert bool(step_cache._custom_calls(mesh)) == named, chosen
