@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gen_jax import onednn, parallel
+from gen_jax.models import dense
 from gen_jax.models.forms import BY_BACKEND, LAX, NAMED, XLA_CPU, Forms, forms, use_forms  # noqa: F401  (the switch)
 from gen_jax.models.norms import GroupNorm, group_norm, silu  # noqa: F401  (re-exported: layers.group_norm etc.)
 
@@ -145,6 +146,12 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: t
   if not forms().custom_conv_vjps:
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=DIMS)
   chosen = forms()
+  if chosen.onednn_matmuls and kernel.shape[:2] == (1, 1) and tuple(strides) == (1, 1) and not any(map(any, padding)):
+    b, h, w, ci = x.shape
+    tokens = x.reshape(b, h * w, ci)
+    if onednn.usable_matmul(tokens, kernel[0]):  # a 1x1 conv is a matmul over the channels (dense.py)
+      y = dense.shared_kernel_matmul(tokens, parallel.varying_like(kernel[0, 0], x))
+      return y.reshape(b, h, w, -1)
   return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)),
                              (chosen.onednn_forward_convs, chosen.onednn_kernel_grads, chosen.onednn_input_grads))
 

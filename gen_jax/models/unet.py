@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gen_jax.models.attention import attention
+from gen_jax.models.dense import Dense
 from gen_jax.models.layers import Conv
 from gen_jax.models.norms import GroupNorm, silu
 from gen_jax.models.resample import UpsampleConv
@@ -48,8 +49,8 @@ def _conv(features: int, name: str, dtype: Any, kernel: int = 3, stride: int = 1
               kernel_init=init, name=name)
 
 
-def _dense(features: int, name: str, dtype: Any, init=default_init) -> nn.Dense:
-  return nn.Dense(features, dtype=dtype, kernel_init=init, name=name)
+def _dense(features: int, name: str, dtype: Any, init=default_init) -> Dense:
+  return Dense(features, dtype=dtype, kernel_init=init, name=name)
 
 
 class ResBlock(nn.Module):
