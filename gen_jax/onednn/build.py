@@ -129,4 +129,4 @@ def unavailable_reason() -> str:
 @functools.cache
 def _warn_once(reason: str) -> None:
   say = logging.warning if supported_platform() else logging.info  # elsewhere there is nothing to install
-  say('CPU convolutions stay with XLA (same values, slower on the UNet): %s', reason)
+  say('CPU convolutions and matmuls stay with XLA (same values, slower on the UNet): %s', reason)

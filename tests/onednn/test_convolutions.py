@@ -264,7 +264,7 @@ def test_without_a_compiler_the_layers_keep_xlas_kernel_gradient_and_say_why(tmp
   done = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "no C++ compiler 'no-such-compiler'" in done.stdout
-  assert 'CPU convolutions stay with XLA' in done.stderr  # the one-line warning
+  assert 'CPU convolutions and matmuls stay with XLA' in done.stderr  # the one-line warning
   assert not list(tmp_path.iterdir())  # nothing half-built left behind
 
 
