@@ -87,3 +87,18 @@ def test_1x1_convs_are_matmuls_with_laxs_values_and_gradients(strides, padding, 
     assert calls_onednn(jax.grad(loss(layers.conv2d), argnums=(0, 1)), x, kernel) == takes_it
     got = jax.jit(jax.value_and_grad(loss(layers.conv2d), argnums=(0, 1)))(x, kernel)
   assert_trees_close(got, jax.value_and_grad(loss(lax_conv), argnums=(0, 1))(x, kernel))
+
+
+def test_a_gradient_penalty_through_a_1x1_conv_has_laxs_gradients():
+  """d/dkernel of |d critic / dx|^2 (WGAN-GP's penalty) differentiates the custom VJP's backward: lax's values."""
+  x = jax.random.normal(jax.random.PRNGKey(8), (2, 4, 4, 5))
+  kernel = jax.random.normal(jax.random.PRNGKey(9), (1, 1, 5, 6))
+  lax_conv = lambda x, k, s, p: lax.conv_general_dilated(x, k, s, p, dimension_numbers=layers.DIMS)
+
+  def penalty_grad(conv):
+    critic = lambda x, k: jnp.sum(jnp.tanh(conv(x, k, (1, 1), ((0, 0), (0, 0)))) ** 2)
+    return jax.jit(jax.grad(lambda k: jnp.sum(jax.grad(critic)(x, k) ** 2)))(kernel)
+
+  with forms.use_forms(ON):
+    got = penalty_grad(layers.conv2d)
+  assert_trees_close(got, penalty_grad(lax_conv))
