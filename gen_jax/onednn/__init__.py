@@ -81,20 +81,32 @@ def usable_kernel_grad(x: jax.Array, g: jax.Array) -> bool:
   return _worth_it((x, g), g.shape[1:3])
 
 
+def _cpu_has(flags: set[str], onednn_isas: tuple[str, ...]) -> bool:
+  """Whether this CPU has all `flags` (/proc/cpuinfo) and ONEDNN_MAX_CPU_ISA (if set) allows one of `onednn_isas`."""
+  cap = os.environ.get('ONEDNN_MAX_CPU_ISA', os.environ.get('DNNL_MAX_CPU_ISA', 'ALL')).upper()
+  if cap != 'ALL' and not any(isa in cap for isa in onednn_isas):
+    return False
+  try:
+    with open('/proc/cpuinfo') as f:
+      found = next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
+  except OSError:
+    return False
+  return flags <= set(found)
+
+
 @functools.cache
 def forward_convs_pay_off() -> bool:
   """Whether this CPU runs oneDNN's forward convs faster than XLA's: where it has AVX2 and FMA (and
   ONEDNN_MAX_CPU_ISA does not cap oneDNN below them): measured with AVX2 (0.936 in the UNet step) and AVX-512, not
   on older vector units."""
-  cap = os.environ.get('ONEDNN_MAX_CPU_ISA', os.environ.get('DNNL_MAX_CPU_ISA', 'ALL')).upper()
-  if cap != 'ALL' and not any(isa in cap for isa in ('AVX2', 'AVX512', 'AMX')):
-    return False
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
-  except OSError:
-    return False
-  return {'avx2', 'fma'} <= set(flags)
+  return _cpu_has({'avx2', 'fma'}, ('AVX2', 'AVX512', 'AMX'))
+
+
+@functools.cache
+def matmuls_pay_off() -> bool:
+  """Whether this CPU runs the UNet step faster with oneDNN's matmuls: where it has AVX-512 (step B/A 0.955-0.977 on
+  the Sapphire Rapids); capped at AVX2 the step lost (1.009, 1.021) though each matmul alone still gained."""
+  return _cpu_has({'avx512f'}, ('AVX512', 'AMX'))
 
 
 def usable_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> bool:
@@ -149,9 +161,10 @@ def xla_matmul(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool) -> jax.
 
 
 def usable_matmul(a: jax.Array, b: jax.Array) -> bool:
-  """Whether `matmul` should take these: float32, non-empty, the CPU the default backend, oneDNN loads here."""
+  """Whether `matmul` should take these: float32, non-empty, the CPU the default backend, one where oneDNN's matmuls
+  pay off (`matmuls_pay_off`), oneDNN loads here."""
   return (all(v.dtype == jnp.float32 and v.size > 0 and v.ndim == 3 for v in (a, b))
-          and jax.default_backend() == 'cpu' and build.load())
+          and jax.default_backend() == 'cpu' and matmuls_pay_off() and build.load())
 
 
 def matmul(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False) -> jax.Array:

@@ -11,13 +11,19 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gen_jax import parallel
+from gen_jax import onednn, parallel
 from gen_jax.models import forms, layers
 from gen_jax.models.dense import Dense
 from gen_jax.onednn import build
 
 pytestmark = pytest.mark.skipif(not build.supported_platform(), reason='the oneDNN wheels exist for Linux x86-64 only')
 ON, OFF = (dataclasses.replace(forms.XLA_CPU, onednn_matmuls=on) for on in (True, False))
+
+
+@pytest.fixture(autouse=True)
+def matmuls_pay_off_here(monkeypatch):
+  """Whatever this CPU (an AVX2 host keeps XLA's dots: `onednn.matmuls_pay_off`), test the oneDNN path."""
+  monkeypatch.setattr(onednn, 'matmuls_pay_off', lambda: True)
 
 
 def calls_onednn(fn, *args) -> bool:

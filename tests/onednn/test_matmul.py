@@ -57,13 +57,31 @@ def test_matmul_derivatives_vmap_and_shard_map_are_xlas():
 
 def test_other_dtypes_and_empty_operands_stay_with_xla():
   a, b = operands(2, 3, 4, 5, False, False)
-  assert onednn.usable_matmul(a, b)
+  assert onednn.usable_matmul(a, b) == onednn.matmuls_pay_off()
   assert not onednn.usable_matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
   assert not onednn.usable_matmul(a[:0], b[:0])
 
 
+def test_matmuls_are_taken_only_where_they_pay_off(monkeypatch):
+  a, b = operands(2, 3, 4, 5, False, False)
+  for cap in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+    monkeypatch.delenv(cap, raising=False)
+  onednn.matmuls_pay_off.cache_clear()
+  try:
+    with open('/proc/cpuinfo') as f:
+      has_avx512 = ' avx512f ' in f.read()
+    assert onednn.usable_matmul(a, b) == has_avx512
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')  # as on an AVX2 EPYC: the UNet step lost there (1.02x)
+    onednn.matmuls_pay_off.cache_clear()
+    assert not onednn.usable_matmul(a, b)
+    assert 'gen_jax_onednn_matmul' in jax.jit(onednn.matmul).lower(a, b).as_text()  # asked for directly: still there
+  finally:
+    onednn.matmuls_pay_off.cache_clear()
+
+
 @pytest.mark.parametrize('masked', [False, True])
-def test_attention_takes_it_with_the_same_values_and_gradients(masked):
+def test_attention_takes_it_with_the_same_values_and_gradients(masked, monkeypatch):
+  monkeypatch.setattr(onednn, 'matmuls_pay_off', lambda: True)  # whatever this CPU: test the oneDNN path
   rng = np.random.default_rng(1)
   q = jnp.asarray(rng.standard_normal((2, 6, 8)), jnp.float32)
   k, v = (jnp.asarray(rng.standard_normal((2, 5, 8)), jnp.float32) for _ in range(2))
