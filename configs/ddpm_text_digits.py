@@ -12,8 +12,9 @@ Encoder:  minilm, because it is pretrained: it reads phrasings the templates nev
           paraphrases vs 92-100% for the jointly trained `transformer`; `class` cannot read them at all), trains
           no text parameters (843k params vs 5.1M with the transformer's vocabulary embedding), and its caption
           table is encoded once, so its step costs no more than the others' (train step 261 ms at batch 64).
-Runtime:  ~5 minutes on a 2-core Sapphire Rapids (4 min 50 s for the whole command on 2026-12-06 with the oneDNN
-          convolutions: 5.9 steps/s at batch 64, final loss 0.02548; 7-9.5 minutes at 3.1-3.7 steps/s before them,
+Runtime:  ~5 minutes on a 2-core Sapphire Rapids (4 min 34 s for the whole command on 2026-12-06 with the oneDNN
+          convolutions and matmuls: 6.2 steps/s at batch 64, final loss 0.02547; 4 min 50 s, 5.9 steps/s, 0.02548
+          with the convolutions alone; 7-9.5 minutes at 3.1-3.7 steps/s before them,
           9 min 26 s on 2026-12-01, final loss 0.0254, bitwise the same as an earlier run); --mode sample
           for 10 x 100 images ~2 minutes, for the two prompts above ~1 minute (100% alignment for both).
 Eval:     --mode eval (1000 samples per class prompt at w = 3; 2-core Sapphire Rapids, 2026-12-02): alignment
