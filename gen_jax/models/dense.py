@@ -36,13 +36,9 @@ class Dense(nn.Dense):
 
 @jax.custom_vjp
 def shared_kernel_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """x [b n i] @ kernel [i o] -> [b n o], every matmul oneDNN's: one per example chunk, the kernel broadcast (also
+  """x [b n i] @ kernel [i o] -> [b n o], every matmul oneDNN's: one per example chunk, the kernel shared (also
   `layers.conv2d`'s 1x1 convs). Under shard_map, pass the kernel through `parallel.varying_like(kernel, x)`."""
-  return onednn.matmul(x, _per_example(kernel, x))
-
-
-def _per_example(kernel: jax.Array, x: jax.Array) -> jax.Array:
-  return jnp.broadcast_to(kernel, (x.shape[0], *kernel.shape))
+  return onednn.matmul(x, kernel[None])
 
 
 def _matmul_fwd(x, kernel):
@@ -54,7 +50,7 @@ def _matmul_bwd(residuals, g):
   # g kernel^T as this op again (as conv2d's input gradient is a conv2d): a gradient penalty's second derivative then
   # runs through oneDNN too (WGAN-GP ResNet critic: 1.019x XLA's time with onednn.matmul's own derivative here)
   dx = shared_kernel_matmul(g, kernel.T)
-  dkernel = jnp.sum(onednn.matmul(x, g, trans_a=True), axis=0)  # sum over examples of x^T g, x read in place
+  dkernel = onednn.matmul(x, g, trans_a=True, sum_batch=True)[0]  # x^T g over every example, x read in place
   return dx, dkernel
 
 

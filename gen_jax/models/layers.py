@@ -149,7 +149,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: t
   if chosen.onednn_matmuls and kernel.shape[:2] == (1, 1) and tuple(strides) == (1, 1) and not any(map(any, padding)):
     b, h, w, ci = x.shape
     tokens = x.reshape(b, h * w, ci)
-    if onednn.usable_matmul(tokens, kernel[0]):  # a 1x1 conv is a matmul over the channels (dense.py)
+    # a 1x1 conv is a matmul over the channels (dense.py); not from a few channels (WGAN-GP's ResNet critic, 1x1
+    # shortcuts from the 3-channel image under a gradient penalty: step 1.012x XLA's time)
+    if ci >= 16 and onednn.usable_matmul(tokens, kernel[0]):
       y = dense.shared_kernel_matmul(tokens, parallel.varying_like(kernel[0, 0], x))
       return y.reshape(b, h, w, -1)
   return _conv2d_traced_once(x, kernel, tuple(strides), tuple(map(tuple, padding)),

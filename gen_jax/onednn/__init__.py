@@ -155,9 +155,14 @@ def input_grad(g: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...], stride
   return _bilinear(g, kernel, build.INPUT_GRAD, tuple(x_shape), params)
 
 
-def xla_matmul(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool) -> jax.Array:
-  """[B M N] = op(a) op(b), op(a) = a [B M K] or, with trans_a, a [B K M] transposed (likewise b [B K N] / [B N K])."""
-  return jnp.einsum(('bkm' if trans_a else 'bmk') + ',' + ('bnk' if trans_b else 'bkn') + '->bmn', a, b)
+def xla_matmul(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool, sum_batch: bool = False) -> jax.Array:
+  """[B M N] = op(a) op(b), op(a) = a [B M K] or, with trans_a, a [B K M] transposed (likewise b [B K N] / [B N K]);
+  b [1 K N] is shared by every example; with sum_batch, [1 M N]: the products summed over the batch."""
+  spec_a, spec_b = ('bkm' if trans_a else 'bmk'), ('nk' if trans_b else 'kn')
+  shared = b.shape[0] == 1 and a.shape[0] > 1
+  b, spec_b = (b[0], spec_b) if shared else (b, 'b' + spec_b)
+  out = jnp.einsum(f'{spec_a},{spec_b}->{"mn" if sum_batch else "bmn"}', a, b)
+  return out[None] if sum_batch else out
 
 
 def usable_matmul(a: jax.Array, b: jax.Array) -> bool:
@@ -167,14 +172,19 @@ def usable_matmul(a: jax.Array, b: jax.Array) -> bool:
           and jax.default_backend() == 'cpu' and matmuls_pay_off() and build.load())
 
 
-def matmul(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
-  """Batched matmul as `xla_matmul` (operands stored transposed where trans_a / trans_b: no copy made): oneDNN's on
-  the CPU, XLA's elsewhere and where oneDNN does not load."""
-  params = bool(trans_a), bool(trans_b)
+def matmul(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False,
+           sum_batch: bool = False) -> jax.Array:
+  """Batched matmul as `xla_matmul` (operands stored transposed where trans_a / trans_b: no copy made; a shared b
+  [1 K N] is not broadcast; sum_batch takes trans_a and a plain b): oneDNN's on the CPU, XLA's elsewhere and where
+  oneDNN does not load."""
+  params = bool(trans_a), bool(trans_b), bool(sum_batch)
+  if sum_batch and not (trans_a and not trans_b and a.shape[0] == b.shape[0]):
+    raise ValueError('matmul(sum_batch=True) contracts x^T g over the batch: give trans_a=True, trans_b=False and '
+                     f'operands of one batch (got {a.shape}, {b.shape}, trans_a={trans_a}, trans_b={trans_b})')
   if not build.load():
     return xla_matmul(a, b, *params)
-  out_shape = (a.shape[0], a.shape[2] if trans_a else a.shape[1], b.shape[1] if trans_b else b.shape[2])
-  return _bilinear(a, b, build.MATMUL, out_shape, params)
+  rows, cols = a.shape[2] if trans_a else a.shape[1], b.shape[1] if trans_b else b.shape[2]
+  return _bilinear(a, b, build.MATMUL, (1 if sum_batch else a.shape[0], rows, cols), params)
 
 
 def _xla_twin(target: str, out_shape: tuple[int, ...], params) -> Callable:
@@ -206,7 +216,7 @@ def _bilinear_jvp(target, out_shape, params, primals, tangents):
 
 def _ffi_attributes(target: str, params) -> dict[str, int]:
   if target == build.MATMUL:
-    return {'trans_a': int(params[0]), 'trans_b': int(params[1])}
+    return {'trans_a': int(params[0]), 'trans_b': int(params[1])}  # sum_batch: the result's batch of 1 says it
   (stride_h, stride_w), ((top, bottom), (left, right)) = params
   return dict(stride_h=int(stride_h), stride_w=int(stride_w), pad_top=int(top), pad_bottom=int(bottom),
               pad_left=int(left), pad_right=int(right))
@@ -227,8 +237,8 @@ def _custom_call(target: str, out_shape: tuple[int, ...], params, fallback: Call
 
   @onednn.def_vmap
   def batched(axis_size, in_batched, a, b):
-    folds = ([True, False] if target in (build.CONV, build.INPUT_GRAD) else
-             [True, True] if target == build.MATMUL else None)
+    plain_matmul = target == build.MATMUL and a.shape[1] == b.shape[1] and out_shape[0] == a.shape[1]
+    folds = ([True, False] if target in (build.CONV, build.INPUT_GRAD) else [True, True] if plain_matmul else None)
     if list(in_batched) == folds:
       a = a.reshape(-1, *a.shape[2:])  # [(n b) ...]
       b = b.reshape(-1, *b.shape[2:]) if target == build.MATMUL else b

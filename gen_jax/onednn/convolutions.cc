@@ -306,18 +306,19 @@ ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<
 }
 
 // One chunk of a batched matmul: a [b m k] (trans_a: stored [b k m]) x w [b k n] (trans_b: stored [b n k]) -> c
-// [b m n]. The transposed operands are read in place through strides (XLA's dots were slowest on those: 2.7x).
+// [b m n]. The transposed operands are read in place through strides (XLA's dots were slowest on those: 2.7x). A
+// shared w (one [k n] for every example: a Dense layer's kernel) is broadcast by oneDNN, not copied.
 struct MatmulShape {
   explicit MatmulShape(const Key& key)
-      : b(key[0]), m(key[1]), k(key[2]), n(key[3]), trans_a(key[4]), trans_b(key[5]) {}
+      : b(key[0]), m(key[1]), k(key[2]), n(key[3]), trans_a(key[4]), trans_b(key[5]), shared_w(key[6]) {}
   int64_t b, m, k, n;
-  bool trans_a, trans_b;
+  bool trans_a, trans_b, shared_w;
 };
 
 struct MatmulPlan {
   explicit MatmulPlan(const MatmulShape& s)
       : a({s.b, s.m, s.k}, dt::f32, s.trans_a ? dims{s.m * s.k, 1, s.m} : dims{s.m * s.k, s.k, 1}),
-        w({s.b, s.k, s.n}, dt::f32, s.trans_b ? dims{s.k * s.n, 1, s.k} : dims{s.k * s.n, s.n, 1}),
+        w({s.shared_w ? 1 : s.b, s.k, s.n}, dt::f32, s.trans_b ? dims{s.k * s.n, 1, s.k} : dims{s.k * s.n, s.n, 1}),
         c({s.b, s.m, s.n}, dt::f32, tag::abc) {
     const auto pd = dnnl::matmul::primitive_desc(Engine(), a, w, c, UserScratchpad());
     primitive = dnnl::matmul(pd);
@@ -327,30 +328,58 @@ struct MatmulPlan {
   dnnl::matmul primitive;
 };
 
-ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> c,
-                  int64_t trans_a, int64_t trans_b) {
+// a [B M K] x b [B K N] -> c [B M N] (either operand stored transposed); b [1 K N] is shared by every example; with
+// c [1 M N], a stored [B K M] and b [B K N] (a Dense layer's kernel gradient, x^T g summed over the examples) each
+// chunk contracts its examples' rows in one matmul (they are contiguous) and the chunks' results are added.
+ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+                  ffi::ResultBuffer<ffi::F32> c, int64_t trans_a, int64_t trans_b) {
   const auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
-  if (ad.size() != 3 || bd.size() != 3 || cd.size() != 3 || ad[0] != cd[0] || bd[0] != cd[0]) {
+  if (ad.size() != 3 || bd.size() != 3 || cd.size() != 3) {
     return ffi::Error::InvalidArgument("gen_jax oneDNN matmul: expected a [B M K], b [B K N], result [B M N]");
   }
-  const int64_t batch = cd[0], m = cd[1], n = cd[2], k = trans_a ? ad[1] : ad[2];
-  if ((trans_a ? ad[2] : ad[1]) != m || (trans_b ? bd[2] : bd[1]) != k || (trans_b ? bd[1] : bd[2]) != n) {
+  const int64_t batch = ad[0], m = cd[1], n = cd[2], k = trans_a ? ad[1] : ad[2];
+  const bool shared_w = bd[0] == 1 && batch > 1, summed = cd[0] == 1 && batch > 1;
+  const bool batches_ok =
+      summed ? bd[0] == batch && trans_a && !trans_b : cd[0] == batch && (shared_w || bd[0] == batch);
+  if (!batches_ok || (trans_a ? ad[2] : ad[1]) != m || (trans_b ? bd[2] : bd[1]) != k ||
+      (trans_b ? bd[1] : bd[2]) != n) {
     return ffi::Error::InvalidArgument("gen_jax oneDNN matmul: operand shapes do not match the result");
   }
   const float* a_data = a.typed_data();
   const float* b_data = b.typed_data();
   float* c_data = c->typed_data();
-  auto chunk = [=](int64_t, int64_t first, int64_t size) {
-    const auto plan = Cached<MatmulPlan, MatmulShape>({size, m, k, n, trans_a, trans_b});
+  const int64_t chunks = ChunksFor(batch, pool);
+  if (!summed) {
+    auto chunk = [=](int64_t, int64_t first, int64_t size) {
+      const auto plan = Cached<MatmulPlan, MatmulShape>({size, m, k, n, trans_a, trans_b, shared_w});
+      dnnl::stream stream(Engine());
+      std::vector<uint8_t> scratch(plan->scratchpad.get_size());
+      const dnnl::memory scratchpad(plan->scratchpad, Engine(), scratch.data());
+      plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->a, a_data + first * m * k)},
+                                       {DNNL_ARG_WEIGHTS, Wrap(plan->w, b_data + (shared_w ? 0 : first * k * n))},
+                                       {DNNL_ARG_DST, Wrap(plan->c, c_data + first * m * n)},
+                                       {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      stream.wait();
+    };
+    return InChunks(pool, batch, chunks, chunk);
+  }
+  // Chunk 0 writes into the result, the others into their own buffers, added to it once all are done.
+  auto partials = std::make_shared<std::vector<std::vector<float>>>(chunks - 1, std::vector<float>(m * n));
+  auto chunk = [=](int64_t c, int64_t first, int64_t size) {
+    const auto plan = Cached<MatmulPlan, MatmulShape>({1, m, size * k, n, 1, 0, 0});
     dnnl::stream stream(Engine());
     std::vector<uint8_t> scratch(plan->scratchpad.get_size());
-    plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->a, a_data + first * m * k)},
+    plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->a, a_data + first * k * m)},
                                      {DNNL_ARG_WEIGHTS, Wrap(plan->w, b_data + first * k * n)},
-                                     {DNNL_ARG_DST, Wrap(plan->c, c_data + first * m * n)},
+                                     {DNNL_ARG_DST, Wrap(plan->c, c == 0 ? c_data : (*partials)[c - 1].data())},
                                      {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
     stream.wait();
   };
-  return InChunks(pool, batch, ChunksFor(batch, pool), chunk);
+  if (auto error = InChunks(pool, batch, chunks, chunk); error.failure()) return error;
+  for (const auto& partial : *partials) {
+    for (int64_t i = 0; i < m * n; ++i) c_data[i] += partial[i];
+  }
+  return ffi::Error::Success();
 }
 
 }  // namespace

@@ -81,12 +81,13 @@ def test_replicated_kernel_gradient_is_summed_over_devices():
     assert_trees_close(sharded(params, placed), single)
 
 
-@pytest.mark.parametrize('strides, padding, takes_it', [((1, 1), ((0, 0), (0, 0)), True),
-                                                        ((2, 2), ((0, 0), (0, 0)), False),
-                                                        ((1, 1), ((1, 0), (0, 1)), False)])
-def test_1x1_convs_are_matmuls_with_laxs_values_and_gradients(strides, padding, takes_it):
-  x = jax.random.normal(jax.random.PRNGKey(6), (2, 5, 4, 6))
-  kernel = jax.random.normal(jax.random.PRNGKey(7), (1, 1, 6, 3))
+@pytest.mark.parametrize('strides, padding, channels, takes_it', [((1, 1), ((0, 0), (0, 0)), 16, True),
+                                                                  ((1, 1), ((0, 0), (0, 0)), 3, False),
+                                                                  ((2, 2), ((0, 0), (0, 0)), 16, False),
+                                                                  ((1, 1), ((1, 0), (0, 1)), 16, False)])
+def test_1x1_convs_are_matmuls_with_laxs_values_and_gradients(strides, padding, channels, takes_it):
+  x = jax.random.normal(jax.random.PRNGKey(6), (2, 5, 4, channels))
+  kernel = jax.random.normal(jax.random.PRNGKey(7), (1, 1, channels, 3))
   loss = lambda conv: (lambda x, k: jnp.sum(jnp.sin(conv(x, k, strides, padding))))
   lax_conv = lambda x, k, s, p: lax.conv_general_dilated(x, k, s, p, dimension_numbers=layers.DIMS)
   with forms.use_forms(ON):
@@ -97,8 +98,8 @@ def test_1x1_convs_are_matmuls_with_laxs_values_and_gradients(strides, padding, 
 
 def test_a_gradient_penalty_through_a_1x1_conv_has_laxs_gradients():
   """d/dkernel of |d critic / dx|^2 (WGAN-GP's penalty) differentiates the custom VJP's backward: lax's values."""
-  x = jax.random.normal(jax.random.PRNGKey(8), (2, 4, 4, 5))
-  kernel = jax.random.normal(jax.random.PRNGKey(9), (1, 1, 5, 6))
+  x = jax.random.normal(jax.random.PRNGKey(8), (2, 4, 4, 16))
+  kernel = jax.random.normal(jax.random.PRNGKey(9), (1, 1, 16, 6)) * 0.3
   lax_conv = lambda x, k, s, p: lax.conv_general_dilated(x, k, s, p, dimension_numbers=layers.DIMS)
 
   def penalty_grad(conv):
@@ -107,4 +108,5 @@ def test_a_gradient_penalty_through_a_1x1_conv_has_laxs_gradients():
 
   with forms.use_forms(ON):
     got = penalty_grad(layers.conv2d)
+    assert calls_onednn(lambda k: penalty_grad(layers.conv2d), kernel)
   assert_trees_close(got, penalty_grad(lax_conv))

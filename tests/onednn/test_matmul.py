@@ -35,6 +35,31 @@ def test_matmul_equals_xlas_dot_for_every_transpose(trans_a, trans_b):
   assert 'gen_jax_onednn_matmul' in jax.jit(lambda a, b: onednn.matmul(a, b, trans_a, trans_b)).lower(a, b).as_text()
 
 
+@pytest.mark.parametrize('trans_b', [False, True])
+def test_a_shared_operand_is_every_examples(trans_b):
+  a, b = operands(5, 7, 9, 6, False, trans_b)
+  shared = b[:1]  # [1 K N]: a Dense layer's kernel, not broadcast
+  got = jax.jit(lambda a, b: onednn.matmul(a, b, False, trans_b))(a, shared)
+  want = np.einsum('bmk,kn->bmn', a, np.swapaxes(shared[0], 0, 1) if trans_b else shared[0])
+  close(got, want)
+  close(onednn.xla_matmul(a, shared, False, trans_b), want)
+  loss = lambda mm: (lambda a, b: jnp.sum(jnp.sin(mm(a, b, False, trans_b))))
+  for x, y in zip(jax.grad(loss(onednn.matmul), argnums=(0, 1))(a, shared),
+                  jax.grad(loss(onednn.xla_matmul), argnums=(0, 1))(a, shared)):
+    close(x, y, rtol=1e-5)
+
+
+@pytest.mark.parametrize('batch', [1, 5, 8])  # 5: unequal chunks, each summing its examples, then the chunks added
+def test_sum_batch_is_the_kernel_gradient_over_every_example(batch):
+  x, g = operands(batch, 6, 7, 4, True, False)  # x [b n i] stored as a [B K M], g [b n o]
+  got = jax.jit(lambda x, g: onednn.matmul(x, g, trans_a=True, sum_batch=True))(x, g)
+  want = np.einsum('bki,bko->io', x, g)[None]
+  close(got, want)
+  close(onednn.xla_matmul(x, g, True, False, sum_batch=True), want)
+  with pytest.raises(ValueError, match='trans_a=True'):
+    onednn.matmul(x, g, trans_a=False, sum_batch=True)
+
+
 def test_matmul_derivatives_vmap_and_shard_map_are_xlas():
   a, b = operands(8, 5, 4, 3, True, False)
   loss = lambda mm: (lambda a, b: jnp.sum(jnp.sin(mm(a, b, True, False))))
