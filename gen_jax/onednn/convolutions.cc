@@ -211,6 +211,23 @@ int64_t ChunksFor(int64_t batch, ffi::ThreadPool& pool) {
   return std::max<int64_t>(1, std::min<int64_t>(batch, pool.num_threads()));
 }
 
+// Runs chunk(result, first, size) over the batch's chunks where each chunk's result (`result_size` floats) is summed
+// over the batch (kernel gradients): chunk 0 writes into `out`, the others into their own buffers, which this thread
+// adds to it once all are done.
+ffi::Error SummedChunks(ffi::ThreadPool& pool, int64_t batch, int64_t result_size, float* out,
+                        std::function<void(float*, int64_t, int64_t)> chunk) {
+  const int64_t chunks = ChunksFor(batch, pool);
+  auto partials = std::make_shared<std::vector<std::vector<float>>>(chunks - 1, std::vector<float>(result_size));
+  auto run = [=](int64_t c, int64_t first, int64_t size) {
+    chunk(c == 0 ? out : (*partials)[c - 1].data(), first, size);
+  };
+  if (auto error = InChunks(pool, batch, chunks, run); error.failure()) return error;
+  for (const auto& partial : *partials) {
+    for (int64_t i = 0; i < result_size; ++i) out[i] += partial[i];
+  }
+  return ffi::Error::Success();
+}
+
 Key ChunkKey(int64_t size, ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, ffi::Span<const int64_t> yd,
              const std::vector<int64_t>& attrs) {
   Key key{size, xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], yd[1], yd[2]};
@@ -265,20 +282,14 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
     return ffi::Error::InvalidArgument("gen_jax oneDNN kernel gradient: expected x [b h w ci], g [b oh ow co], result [kh kw ci co]");
   }
   const std::vector<int64_t> attrs{stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right};
-  const int64_t batch = xd[0], chunks = ChunksFor(batch, pool);
   const int64_t x_per_image = xd[1] * xd[2] * xd[3], g_per_image = gd[1] * gd[2] * gd[3];
-  const int64_t kernel_size = kd[0] * kd[1] * kd[2] * kd[3];
-  // Chunk 0 writes into the result, the others into their own buffers, which this thread adds to it once all are
-  // done.
-  auto partials = std::make_shared<std::vector<std::vector<float>>>(chunks - 1, std::vector<float>(kernel_size));
   const float* x_data = x.typed_data();
   const float* g_data = g.typed_data();
-  float* out = kernel_grad->typed_data();
-  auto chunk = [=](int64_t c, int64_t first, int64_t size) {
+  auto chunk = [=](float* summand, int64_t first, int64_t size) {
     const auto plan = Cached<KernelGradPlan>(ChunkKey(size, xd, kd, gd, attrs));
     dnnl::stream stream(Engine());
     std::vector<uint8_t> scratch(plan->scratchpad.get_size());
-    auto hwio = Wrap(plan->hwio, c == 0 ? out : (*partials)[c - 1].data());
+    auto hwio = Wrap(plan->hwio, summand);
     auto result = plan->needs_reorder ? dnnl::memory(plan->blocked, Engine()) : hwio;
     plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->x, x_data + first * x_per_image)},
                                      {DNNL_ARG_DIFF_DST, Wrap(plan->g, g_data + first * g_per_image)},
@@ -287,11 +298,7 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
     if (plan->needs_reorder) plan->to_hwio.execute(stream, result, hwio);
     stream.wait();
   };
-  if (auto error = InChunks(pool, batch, chunks, chunk); error.failure()) return error;
-  for (const auto& partial : *partials) {
-    for (int64_t i = 0; i < kernel_size; ++i) out[i] += partial[i];
-  }
-  return ffi::Error::Success();
+  return SummedChunks(pool, xd[0], kd[0] * kd[1] * kd[2] * kd[3], kernel_grad->typed_data(), chunk);
 }
 
 ffi::Error InputGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> kernel,
@@ -348,7 +355,6 @@ ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi
   const float* a_data = a.typed_data();
   const float* b_data = b.typed_data();
   float* c_data = c->typed_data();
-  const int64_t chunks = ChunksFor(batch, pool);
   if (!summed) {
     auto chunk = [=](int64_t, int64_t first, int64_t size) {
       const auto plan = Cached<MatmulPlan, MatmulShape>({size, m, k, n, trans_a, trans_b, shared_w});
@@ -361,25 +367,19 @@ ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi
                                        {DNNL_ARG_SCRATCHPAD, scratchpad}});
       stream.wait();
     };
-    return InChunks(pool, batch, chunks, chunk);
+    return InChunks(pool, batch, ChunksFor(batch, pool), chunk);
   }
-  // Chunk 0 writes into the result, the others into their own buffers, added to it once all are done.
-  auto partials = std::make_shared<std::vector<std::vector<float>>>(chunks - 1, std::vector<float>(m * n));
-  auto chunk = [=](int64_t c, int64_t first, int64_t size) {
+  auto chunk = [=](float* summand, int64_t first, int64_t size) {
     const auto plan = Cached<MatmulPlan, MatmulShape>({1, m, size * k, n, 1, 0, 0});
     dnnl::stream stream(Engine());
     std::vector<uint8_t> scratch(plan->scratchpad.get_size());
     plan->primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(plan->a, a_data + first * k * m)},
                                      {DNNL_ARG_WEIGHTS, Wrap(plan->w, b_data + first * k * n)},
-                                     {DNNL_ARG_DST, Wrap(plan->c, c == 0 ? c_data : (*partials)[c - 1].data())},
+                                     {DNNL_ARG_DST, Wrap(plan->c, summand)},
                                      {DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad, Engine(), scratch.data())}});
     stream.wait();
   };
-  if (auto error = InChunks(pool, batch, chunks, chunk); error.failure()) return error;
-  for (const auto& partial : *partials) {
-    for (int64_t i = 0; i < m * n; ++i) c_data[i] += partial[i];
-  }
-  return ffi::Error::Success();
+  return SummedChunks(pool, batch, m * n, c_data, chunk);
 }
 
 }  // namespace
