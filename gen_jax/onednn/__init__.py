@@ -17,15 +17,16 @@ conv (also a transposed conv's forward: the same map) took 0.45-0.72x XLA's time
 CPU: DCGAN D+G step B/A 0.815 (AVX2 cap 0.906), WGAN-GP 5:1 iteration (DCGAN-style nets) 0.922
 (benchmarks/RESULTS.md).
 
-Attention's batched matmuls (`matmul`; q k^T, w v and the four of the backward) ran 1.5-2.7x faster alone than XLA's
-dots (YNNPACK: slowest where an operand is read transposed), the UNet's attention block fwd + bwd 0.90x the time, the
-steps 0.98-0.99x (benchmarks/RESULTS.md).
+Batched matmuls (`matmul`: attention's q k^T, w v and the four of the backward; `models/dense.py`'s Dense layers and
+1x1 convs) ran 1.5-2.7x faster alone than XLA's dots (YNNPACK: slowest where an operand is read transposed); the UNet
+step took 0.969x the time with them, on AVX-512 CPUs (`matmuls_pay_off`; benchmarks/RESULTS.md).
 
-All four run as XLA FFI custom calls (`convolutions.cc`, built by `build.py` against the `onednn-cpu-gomp` wheel), for
-float32 on the CPU only: they lower to XLA's own convolutions and dots on other platforms, under vmap (except a
-forward conv vmapped over its input only, or a matmul over both operands, folded into the batch) and where oneDNN is
-unavailable (`usable_*` say where oneDNN is worth taking). Their derivatives (autodiff of the forward conv outside a
-custom_vjp; a gradient penalty differentiating a kernel gradient) are lax's: all are bilinear.
+All four run as XLA FFI custom calls (`convolutions.cc`, `matmul.cc`, built by `build.py` against the
+`onednn-cpu-gomp` wheel), for float32 on the CPU only: they lower to XLA's own convolutions and dots on other
+platforms, under vmap (except a forward conv vmapped over its input only, or a matmul over both operands, folded into
+the batch) and where oneDNN is unavailable (`usable_*` say where oneDNN is worth taking). Their derivatives (autodiff
+of the forward conv outside a custom_vjp; a gradient penalty differentiating a kernel gradient) are lax's: all are
+bilinear.
 """
 
 from __future__ import annotations

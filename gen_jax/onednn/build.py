@@ -1,4 +1,5 @@
-"""Compiles `convolutions.cc` against the pip-installed oneDNN once per machine, loads it and registers it with XLA.
+"""Compiles `convolutions.cc` and `matmul.cc` (with `chunks.h`) against the pip-installed oneDNN into one shared library
+once per machine, loads it and registers its FFI handlers with XLA.
 
 The shared library is cached under $GEN_JAX_CACHE (else $XDG_CACHE_HOME/gen_jax, else ~/.cache/gen_jax), named by a
 hash of the source, the compiler and the jaxlib/oneDNN it was built against, so a changed source or an upgrade
@@ -32,7 +33,8 @@ CONV, KERNEL_GRAD, INPUT_GRAD = 'gen_jax_onednn_conv', 'gen_jax_onednn_kernel_gr
 MATMUL = 'gen_jax_onednn_matmul'
 _SYMBOLS = {CONV: 'GenJaxOnednnConv', KERNEL_GRAD: 'GenJaxOnednnKernelGrad', INPUT_GRAD: 'GenJaxOnednnInputGrad',
             MATMUL: 'GenJaxOnednnMatmul'}
-SOURCE = pathlib.Path(__file__).with_name('convolutions.cc')
+SOURCES = tuple(pathlib.Path(__file__).with_name(name) for name in ('convolutions.cc', 'matmul.cc'))
+HEADERS = (pathlib.Path(__file__).with_name('chunks.h'),)
 
 
 class Unavailable(RuntimeError):
@@ -71,24 +73,25 @@ def build() -> pathlib.Path:
   if not supported_platform():
     raise Unavailable(f'the oneDNN wheels exist for Linux x86-64 only, not {sys.platform} {platform.machine()}')
   prefix, cxx = onednn_prefix(), _compiler()
-  source = SOURCE.read_bytes()
+  source = b'\0'.join(path.read_bytes() for path in (*SOURCES, *HEADERS))
   version = subprocess.run([cxx, '--version'], capture_output=True, text=True).stdout.splitlines()[:1]
   fingerprint = hashlib.sha256(b'\0'.join(
       [source, repr(version).encode(), jax.__version__.encode(), os.fsencode(prefix),
        os.fsencode(os.path.realpath(prefix / 'lib' / 'libdnnl.so.3'))])).hexdigest()[:16]
-  target = cache_dir() / f'onednn_convolutions_{fingerprint}.so'
+  target = cache_dir() / f'onednn_kernels_{fingerprint}.so'
   if target.exists():
     return target
   target.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
     partial = pathlib.Path(tmp) / target.name
-    command = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w', str(SOURCE),
+    command = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w', *map(str, SOURCES),
                '-isystem', str(prefix / 'include'), '-isystem', jax.ffi.include_dir(),
                '-L', str(prefix / 'lib'), '-l:libdnnl.so.3', f'-Wl,-rpath,{prefix / "lib"}', '-o', str(partial)]
-    logging.info('Building the oneDNN convolutions once for this machine: %s', ' '.join(command))
+    logging.info('Building the oneDNN kernels once for this machine: %s', ' '.join(command))
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
-      raise Unavailable(f'building {SOURCE.name} failed ({" ".join(command)}):\n{done.stderr[-2000:]}')
+      raise Unavailable(f'building {", ".join(p.name for p in SOURCES)} failed ({" ".join(command)}):\n'
+                        f'{done.stderr[-2000:]}')
     os.replace(partial, target)
   return target
 

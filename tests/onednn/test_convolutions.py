@@ -46,7 +46,7 @@ def close(got, want, rtol=2e-6):
 
 def test_it_builds_and_loads_here():
   assert build.load(), build.unavailable_reason()
-  assert os.path.basename(build.loaded_library()).startswith('onednn_convolutions_')
+  assert os.path.basename(build.loaded_library()).startswith('onednn_kernels_')
 
 
 @pytest.mark.parametrize('geometry', GEOMETRIES)
@@ -282,7 +282,7 @@ def test_a_kept_step_that_calls_onednn_loads_in_a_fresh_process_once_its_key_is_
       from gen_jax import parallel, step_cache
       from etils import epath
       mesh = parallel.make_mesh()
-      assert step_cache._custom_calls(mesh).startswith('onednn_convolutions_')
+      assert step_cache._custom_calls(mesh).startswith('onednn_kernels_')
       loaded = step_cache._load(epath.Path({str(path)!r}), [jax.devices()[0]])
       assert loaded is not None
       print('SUM', float(loaded(jnp.ones((2, 6, 6, 4)), jnp.ones((2, 6, 6, 5))).sum()))
