@@ -24,7 +24,7 @@ class Dense(nn.Dense):
     takes_onednn = (forms().onednn_matmuls and inputs.ndim == 3 and inputs.dtype == jnp.float32
                     and self.param_dtype == jnp.float32 and self.dtype in (None, jnp.float32)
                     and self.dot_general is None and self.dot_general_cls is None and self.precision is None
-                    and onednn.usable_matmul(inputs, inputs))
+                    and onednn.usable_matmul(inputs, inputs))  # the kernel: float32 [i o], made below
     if not takes_onednn:
       return super().__call__(inputs)
     kernel = self.param('kernel', self.kernel_init, (inputs.shape[-1], self.features), self.param_dtype)
