@@ -202,7 +202,7 @@ def _xla_twin(target: str, out_shape: tuple[int, ...], params) -> Callable:
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _bilinear(a, b, target, out_shape, params):
   """The custom call `target` (result shape `out_shape`; `params`: a conv's (strides, padding) or a matmul's
-  (trans_a, trans_b)) on the CPU, its XLA twin elsewhere."""
+  (trans_a, trans_b, sum_batch)) on the CPU, its XLA twin elsewhere."""
   fallback = _xla_twin(target, out_shape, params)
   onednn = _custom_call(target, out_shape, params, fallback)
   return lax.platform_dependent(a, b, cpu=onednn, default=fallback)
